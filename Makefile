@@ -1,0 +1,38 @@
+# The two commands of the README: `make demo` and `make test`.
+# Each creates the virtual environment and builds what it needs.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: venv image demo test stress bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python3 -m venv failed; installing python3-venv"; \
+	  apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+# The demo image: a docker-save archive built from rootfs/ and a static busybox.
+build/demo.tar: $(VENV)/.installed $(shell find rootfs -type f 2>/dev/null) minicontainer/demo.py
+	$(PY) -m minicontainer.demo build $@
+
+image: build/demo.tar
+
+demo: image
+	$(PY) -m minicontainer.demo tour build/demo.tar
+
+test: image
+	$(PY) -m pytest -q tests
+
+stress: image
+	$(PY) -m pytest -q tests -m stress
+
+bench: image
+	$(PY) -m minicontainer.bench
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,149 @@
+"""The store: where images and containers live on disk, and how to change it safely.
+
+Layout (root `/var/lib/minicontainer`, or `--root` / `MINICONTAINER_ROOT`):
+
+    layers/<hex>/         one unpacked layer (the hex of its diff_id), read-only once
+                          renamed into place; shared by every image and container using it
+    images/<hex>/         one image (the hex of its config digest = its id):
+                          config.json (the exact bytes of the archive's config) and
+                          image.json (layer list, tags, sizes)
+    containers/<id>/      one container: config.json + rootfs/ (an OCI bundle),
+                          upper/ and work/ (its writable layer), state.json, log
+    tmp/                  staging: everything is built here, then renamed into place
+    locks/                lock files (flock) so that concurrent commands cooperate
+
+Two habits keep the store consistent whatever happens (Ctrl-C, kill -9, a full
+disk): nothing is written in place (write a temporary file or directory on the
+same filesystem, then `rename(2)`, which is atomic), and work that two commands
+might do at once is done under a lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ROOT = Path("/var/lib/minicontainer")
+
+
+def digest_hex(digest: str) -> str:
+    """`sha256:ab12…` → `ab12…` (the form used for directory names)."""
+    algorithm, _, hexpart = digest.partition(":")
+    return hexpart if hexpart else algorithm
+
+
+@dataclass(frozen=True)
+class Store:
+    """The on-disk home of layers, images and containers."""
+
+    root: Path
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str] | None = None) -> Store:
+        """The store at `root`, else $MINICONTAINER_ROOT, else /var/lib/minicontainer."""
+        chosen = Path(root or os.environ.get("MINICONTAINER_ROOT") or DEFAULT_ROOT).absolute()
+        store = cls(chosen)
+        for sub in (store.layers, store.images, store.containers, store.tmp, store.locks):
+            sub.mkdir(parents=True, exist_ok=True)
+        return store
+
+    @property
+    def layers(self) -> Path:
+        return self.root / "layers"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def containers(self) -> Path:
+        return self.root / "containers"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    def layer_dir(self, diff_id: str) -> Path:
+        return self.layers / digest_hex(diff_id)
+
+    def image_dir(self, image_id: str) -> Path:
+        return self.images / digest_hex(image_id)
+
+    def container_dir(self, container_id: str) -> Path:
+        return self.containers / container_id
+
+    def mkdtemp(self, prefix: str) -> Path:
+        """A new private directory under tmp/, on the same filesystem as its final place."""
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.tmp))
+
+    @contextmanager
+    def lock(self, name: str, *, shared: bool = False) -> Iterator[None]:
+        """Hold `locks/<name>.lock` (flock(2)) for the duration of the block.
+
+        flock locks die with the process that holds them, so a command killed
+        with SIGKILL can never leave the store locked.
+        """
+        path = self.locks / f"{name}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write `path` so that readers see the old content or the new, never a half.
+
+    Write a temporary file beside it, fsync it, rename(2) it over the target.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with _ignore_missing():
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """atomic_write_bytes for a JSON document (indented: students read these files)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    with open(path, "rb") as f:
+        return json.load(f)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a directory tree if it exists (missing is fine: removal is idempotent)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+@contextmanager
+def _ignore_missing() -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError:
+        pass

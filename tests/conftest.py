@@ -1,0 +1,150 @@
+"""Shared test fixtures.
+
+Unit tests (tests/unit) need neither root nor busybox. Integration tests
+(tests/integration, marker `root`) need root, namespaces and a static busybox;
+they skip without them on a developer's machine, but with
+MINICONTAINER_REQUIRE_ROOT=1 (set by .ci/run) they fail instead, so CI can never
+pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+REQUIRE_ROOT = os.environ.get("MINICONTAINER_REQUIRE_ROOT") == "1"
+
+
+def _root_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    if not Path("/proc/self/ns/pid").exists():
+        return "no namespace support"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("root") is None:
+        return
+    problem = _root_problem()
+    if problem:
+        if REQUIRE_ROOT:
+            pytest.fail(f"root integration test cannot run here: {problem}")
+        pytest.skip(problem)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration is a root test."""
+    for item in items:
+        if "integration" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.root)
+
+
+@pytest.fixture
+def store_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty store for one test (MINICONTAINER_ROOT points at it)."""
+    root = tmp_path_factory.mktemp("minicontainer-store")
+    monkeypatch.setenv("MINICONTAINER_ROOT", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def busybox() -> Path:
+    """A statically linked busybox (the demo image's, found or fetched once)."""
+    from minicontainer.demo import find_busybox
+
+    try:
+        return find_busybox(PROJECT / "build")
+    except Exception as e:  # noqa: BLE001 - reported as skip or failure below
+        if REQUIRE_ROOT:
+            pytest.fail(f"no static busybox: {e}")
+        pytest.skip(f"no static busybox: {e}")
+
+
+@pytest.fixture(scope="session")
+def demo_tar(tmp_path_factory: pytest.TempPathFactory, busybox: Path) -> Path:
+    """build/demo.tar (made by `make image`), or a fresh one built for this session."""
+    built = PROJECT / "build" / "demo.tar"
+    if built.exists():
+        return built
+    from minicontainer.demo import build_demo_image
+
+    out = tmp_path_factory.mktemp("demo") / "demo.tar"
+    build_demo_image(out, busybox)
+    return out
+
+
+class MC:
+    """Runs the real `minicontainer` command against one store."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __call__(self, *args: str, input: str | None = None, timeout: float = 60,
+                 check: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, "MINICONTAINER_ROOT": str(self.root), **(env or {})}
+        result = subprocess.run(
+            [sys.executable, "-m", "minicontainer", *args],
+            input=input, capture_output=True, text=True, timeout=timeout, env=full_env,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"minicontainer {' '.join(args)} exited {result.returncode}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}")
+        return result
+
+
+@pytest.fixture
+def mc(store_root: Path) -> MC:
+    """`mc("run", image, "true")` runs the CLI in a subprocess against a temporary store."""
+    return MC(store_root)
+
+
+# ---------------------------------------------------------------- leak check
+
+def _snapshot() -> dict[str, set[str]]:
+    """What a container could leave behind on the host: mounts, cgroups, links, processes."""
+    mounts = {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+    cgroups = {str(p) for p in Path("/sys/fs/cgroup").glob("*/minicontainer*")}
+    cgroups |= {str(p) for p in Path("/sys/fs/cgroup").glob("*/*/minicontainer*")}
+    links = {p.name for p in Path("/sys/class/net").iterdir()} if Path("/sys/class/net").exists() else set()
+    procs = set()
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd:  # kernel threads have none
+                procs.add(f"{p.name} {cmd.replace(b'\0', b' ').decode(errors='replace')[:120]}")
+    return {"mounts": mounts, "cgroups": cgroups, "links": links, "processes": procs}
+
+
+def _leaks(before: dict[str, set[str]]) -> dict[str, set[str]]:
+    after = _snapshot()
+    return {k: after[k] - before[k] for k in after if after[k] - before[k]}
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest):
+    """Fail a root test that leaves a mount, cgroup, link or process of its own behind."""
+    if request.node.get_closest_marker("root") is None or os.geteuid() != 0:
+        yield
+        return
+    before = _snapshot()
+    yield
+    import time
+
+    deadline = time.monotonic() + 5
+    leaks = _leaks(before)
+    while leaks and time.monotonic() < deadline:  # give exiting processes a moment
+        time.sleep(0.1)
+        leaks = _leaks(before)
+    leaks.get("processes", set()).discard(f"{os.getpid()}")
+    if leaks:
+        pytest.fail(f"test left behind: {leaks}")
