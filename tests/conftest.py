@@ -121,7 +121,8 @@ def _snapshot() -> dict[str, set[str]]:
             except OSError:
                 continue
             if cmd:  # kernel threads have none
-                procs.add(f"{p.name} {cmd.replace(b'\0', b' ').decode(errors='replace')[:120]}")
+                text = cmd.replace(b"\0", b" ").decode(errors="replace")[:120]
+                procs.add(f"{p.name} {text}")
     return {"mounts": mounts, "cgroups": cgroups, "links": links, "processes": procs}
 
 
