@@ -52,6 +52,66 @@ def cli(ctx: click.Context, root: str | None, debug: bool) -> None:
 # ---------------------------------------------------------------- runtime half
 # run, ps, logs, exec, stop, kill, rm, container prune
 
+# ---------------------------------------------------------------- network
+# network ls, create, rm, inspect
+
+
+@cli.group()
+def network() -> None:
+    """Bridge networks: a host bridge, a subnet, and the containers on it."""
+
+
+@network.command("ls")
+@pass_ctx
+def network_ls(ctx: Context) -> None:
+    """List networks."""
+    from minicontainer import ipam
+
+    store = ctx.store()
+    click.echo(f"{'NAME':<20} {'BRIDGE':<16} {'SUBNET':<18} {'GATEWAY':<15} CONTAINERS")
+    for net in ipam.list_networks(store):
+        count = len(ipam.read_allocations(store, net.name))
+        click.echo(f"{net.name:<20} {net.bridge:<16} {net.subnet:<18} {net.gateway:<15} {count}")
+
+
+@network.command("create")
+@click.argument("name")
+@click.option("--subnet", default=None, help="IPv4 CIDR (default: the next free /24 of 10.214.0.0/16).")
+@click.option("--bridge", default=None, help="Host bridge interface name (default: mc-NAME).")
+@pass_ctx
+def network_create(ctx: Context, name: str, subnet: str | None, bridge: str | None) -> None:
+    """Create a bridge network (its bridge and NAT rules are made at once)."""
+    from minicontainer.network import create_network
+
+    click.echo(create_network(ctx.store(), name, subnet=subnet, bridge=bridge).name)
+
+
+@network.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def network_rm(ctx: Context, names: tuple[str, ...]) -> None:
+    """Remove networks that no container uses (their bridge and rules go too)."""
+    from minicontainer.network import remove_network
+
+    store = ctx.store()
+    for name in names:
+        remove_network(store, name)
+        click.echo(name)
+
+
+@network.command("inspect")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def network_inspect(ctx: Context, names: tuple[str, ...]) -> None:
+    """Show networks as JSON: subnet, gateway, bridge, containers, NAT and forwarding."""
+    import json
+
+    from minicontainer.network import inspect_network
+
+    store = ctx.store()
+    click.echo(json.dumps([inspect_network(store, name) for name in names], indent=2))
+
+
 # ---------------------------------------------------------------- the edge
 
 
