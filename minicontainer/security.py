@@ -26,8 +26,6 @@ import errno
 import functools
 import platform
 import struct
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -393,21 +391,6 @@ def drop_bounding_set(keep: list[str]) -> None:
             _prctl(PR_CAPBSET_DROP, bit, what="prctl(PR_CAPBSET_DROP)")
 
 
-@contextmanager
-def keep_capabilities() -> Iterator[None]:
-    """prctl(PR_SET_KEEPCAPS) around setuid(2), as runc does.
-
-    Without it the kernel clears the permitted set when uid 0 becomes a
-    non-zero uid, and a config that grants capabilities to a user could not
-    be honoured; capset() below then sets exactly what the config says.
-    """
-    _prctl(PR_SET_KEEPCAPS, 1, what="prctl(PR_SET_KEEPCAPS)")
-    try:
-        yield
-    finally:
-        _prctl(PR_SET_KEEPCAPS, 0, what="prctl(PR_SET_KEEPCAPS)")
-
-
 def set_capabilities(effective: list[str], permitted: list[str], inheritable: list[str]) -> None:
     """capset(2): the process's effective, permitted and inheritable sets, 64 bits in two halves."""
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
@@ -440,36 +423,43 @@ def install_seccomp(program: bytes) -> None:
     From here on the kernel runs `program` before every system call of this
     process and all its descendants; a filter can be added, never removed.
     Without no_new_privs this needs CAP_SYS_ADMIN, hence the order in
-    apply_process_security().
+    before_user_switch().
     """
     buffer = ctypes.create_string_buffer(program, len(program))
     fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
     _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), what="prctl(PR_SET_SECCOMP)")
 
 
-def apply_process_security(process: dict[str, Any], seccomp: dict[str, Any] | None,
-                           switch_user: Callable[[], None]) -> None:
-    """The last steps before execve(2), in runc's order (libcontainer/standard_init_linux.go).
+def before_user_switch(process: dict[str, Any], seccomp: dict[str, Any] | None) -> None:
+    """The container's privileges, part one, in runc's order (libcontainer/standard_init_linux.go).
 
     1. no_new_privs, if asked;
     2. without no_new_privs, the seccomp filter now, while CAP_SYS_ADMIN is still held;
     3. the bounding set, while CAP_SETPCAP is still held;
-    4. the user switch (`switch_user`: setgroups, setgid, setuid) with KEEPCAPS;
-    5. capset: effective, permitted, inheritable; then the ambient set;
-    6. with no_new_privs, the seccomp filter last, so it filters as little
-       of the runtime's own work as possible.
+    4. KEEPCAPS on, for the user switch that follows (setgroups, setgid, setuid):
+       without it the kernel empties the permitted set when uid 0 becomes
+       another uid, and a config that grants a user capabilities could not be
+       honoured; after_user_switch() then sets exactly what the config says.
     """
-    caps = process.get("capabilities") or {}
     nnp = bool(process.get("noNewPrivileges"))
-    program = compile_seccomp(seccomp) if seccomp else None
     if nnp:
         set_no_new_privs()
-    if program and not nnp:
-        install_seccomp(program)
-    drop_bounding_set(caps.get("bounding", []))
-    with keep_capabilities():
-        switch_user()
+    if seccomp and not nnp:
+        install_seccomp(compile_seccomp(seccomp))
+    drop_bounding_set((process.get("capabilities") or {}).get("bounding", []))
+    _prctl(PR_SET_KEEPCAPS, 1, what="prctl(PR_SET_KEEPCAPS)")
+
+
+def after_user_switch(process: dict[str, Any], seccomp: dict[str, Any] | None) -> None:
+    """The container's privileges, part two, once the user is switched.
+
+    5. KEEPCAPS off; capset: effective, permitted, inheritable; then the ambient set;
+    6. with no_new_privs, the seccomp filter last, so that it filters as
+       little of the runtime's own work as possible.
+    """
+    caps = process.get("capabilities") or {}
+    _prctl(PR_SET_KEEPCAPS, 0, what="prctl(PR_SET_KEEPCAPS)")
     set_capabilities(caps.get("effective", []), caps.get("permitted", []), caps.get("inheritable", []))
     raise_ambient(caps.get("ambient", []))
-    if program and nnp:
-        install_seccomp(program)
+    if seccomp and process.get("noNewPrivileges"):
+        install_seccomp(compile_seccomp(seccomp))
