@@ -1,0 +1,320 @@
+"""From an image and `run` options to an OCI runtime bundle.
+
+The seam between the two halves of minicontainer is the one Docker, containerd
+and CRI-O use to hand work to runc: a *bundle*, i.e. a directory holding a
+`config.json` (field names from the OCI runtime-spec, config.md and
+config-linux.md) beside the container's root filesystem. This module writes
+that file. It decides *what* the container will be - its command, environment,
+user, hostname, mounts, namespaces - but runs nothing; runtime.py then reads
+only the bundle and never the image.
+
+Two things the runtime-spec expects to be ready before the runtime starts are
+instead described in annotations, because minicontainer prepares them inside
+the container's own mount namespace (so the host never sees them): the overlay
+that forms the root filesystem, and a user given by *name*, which must be looked
+up in the container's own /etc/passwd rather than the host's.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from minicontainer.errors import ContainerError
+from minicontainer.store import atomic_write_json
+
+OCI_VERSION = "1.0.2"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # Docker's
+
+# Annotation keys (runtime-spec: reverse-domain names for tool-specific data).
+A_ROOTFS_MODE = "org.minicontainer.rootfs.mode"          # "overlay" or "copy"
+A_LAYERS_DIR = "org.minicontainer.rootfs.layersdir"      # where the lowerdirs live
+A_LOWERDIR = "org.minicontainer.rootfs.lowerdir"         # layer dir names, topmost first, ":"-joined
+A_UPPERDIR = "org.minicontainer.rootfs.upperdir"
+A_WORKDIR = "org.minicontainer.rootfs.workdir"
+A_USER = "org.minicontainer.user"                        # `-u` / image User, resolved inside the root
+A_IMAGE = "org.minicontainer.image"
+
+# Docker's default capability set (moby oci/caps/defaults.go).
+DEFAULT_CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+    "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]
+
+# Docker's defaults: files under /proc and /sys that leak host information or
+# offer host-wide knobs are hidden (masked) or made read-only.
+DEFAULT_MASKED_PATHS = [
+    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+    "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+]
+DEFAULT_READONLY_PATHS = [
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+]
+
+NAMESPACE_TYPES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
+
+
+@dataclass
+class RunOptions:
+    """What `minicontainer run` was asked for, before the image is consulted."""
+
+    command: list[str] = field(default_factory=list)
+    entrypoint: str | None = None          # None: the image's; "": none at all
+    env: list[str] = field(default_factory=list)
+    env_files: list[str] = field(default_factory=list)
+    user: str | None = None
+    workdir: str | None = None
+    hostname: str | None = None
+    tty: bool = False
+    interactive: bool = False
+    volumes: list[str] = field(default_factory=list)
+    tmpfs: list[str] = field(default_factory=list)
+    read_only: bool = False
+    network: str = "none"                  # "none": a new namespace with only lo; "host": the host's
+    pid: str = "private"                   # "private" or "host"
+    uts: str = "private"
+    ipc: str = "private"
+
+
+@dataclass
+class RootfsPlan:
+    """How the root filesystem will be made: an overlay of layers, or a plain copy."""
+
+    mode: str                              # "overlay" or "copy"
+    layers_dir: Path
+    lowerdirs: list[str]                   # names inside layers_dir, lowest first
+    upperdir: Path
+    workdir: Path
+
+
+def command_line(image_config: dict[str, Any], opts: RunOptions) -> list[str]:
+    """Entrypoint + Cmd, combined exactly as Docker combines them.
+
+    `--entrypoint` replaces the image's Entrypoint *and* drops the image's Cmd
+    (Docker does this so that an old Cmd is not fed to a new program).
+    """
+    if opts.entrypoint is not None:
+        entrypoint = [opts.entrypoint] if opts.entrypoint else []
+        default_cmd: list[str] = []
+    else:
+        entrypoint = list(image_config.get("Entrypoint") or [])
+        default_cmd = list(image_config.get("Cmd") or [])
+    args = entrypoint + (list(opts.command) if opts.command else default_cmd)
+    if not args:
+        raise ContainerError("no command specified")
+    return args
+
+
+def parse_env_file(path: str) -> list[str]:
+    """Docker's --env-file format: KEY=VALUE or KEY (taken from the host), # comments."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ContainerError(f"open {path}: {e.strerror}") from None
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def environment(image_config: dict[str, Any], opts: RunOptions, hostname: str) -> list[str]:
+    """The process environment: image Env, then --env-file, then -e, later ones winning.
+
+    PATH gets Docker's default when the image sets none; HOSTNAME is the
+    container's; HOME is filled in by the runtime from the container's own
+    /etc/passwd once the user is known.
+    """
+    env: dict[str, str] = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+    given = list(image_config.get("Env") or [])
+    for f in opts.env_files:
+        given += parse_env_file(f)
+    given += opts.env
+    for item in given:
+        key, eq, value = item.partition("=")
+        if not key:
+            raise ContainerError(f"invalid environment variable: {item!r}")
+        if eq:
+            env[key] = value
+        elif key in os.environ:  # `-e NAME` passes the host's value, as Docker does
+            env[key] = os.environ[key]
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def parse_volume(spec: str) -> dict[str, Any]:
+    """`-v HOSTPATH:CTRPATH[:ro|rw]` → a runtime-spec bind mount."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise ContainerError(f"invalid volume specification: {spec!r} (want HOSTPATH:CTRPATH[:ro])")
+    source, dest = parts[0], parts[1]
+    mode = parts[2].split(",") if len(parts) == 3 else ["rw"]
+    if not source.startswith("/"):
+        raise ContainerError(f"invalid volume specification: {spec!r}: named volumes are not supported,"
+                             " give an absolute host path")
+    if not dest.startswith("/"):
+        raise ContainerError(f"invalid volume specification: {spec!r}: container path must be absolute")
+    if not set(mode) <= {"ro", "rw"}:
+        raise ContainerError(f"invalid volume specification: {spec!r}: unknown mode {parts[2]!r}")
+    if not os.path.exists(source):
+        raise ContainerError('invalid mount config for type "bind": '
+                             f"bind source path does not exist: {source}")
+    return {"destination": os.path.normpath(dest), "type": "bind", "source": os.path.realpath(source),
+            "options": ["rbind", "ro" if "ro" in mode else "rw"]}
+
+
+def parse_tmpfs(spec: str) -> dict[str, Any]:
+    """`--tmpfs PATH[:OPTIONS]` → a runtime-spec tmpfs mount (Docker's default options)."""
+    dest, _, options = spec.partition(":")
+    if not dest.startswith("/"):
+        raise ContainerError(f"invalid tmpfs mount {spec!r}: path must be absolute")
+    opts = options.split(",") if options else ["rw", "noexec", "nosuid", "nodev"]
+    return {"destination": os.path.normpath(dest), "type": "tmpfs", "source": "tmpfs", "options": opts}
+
+
+def default_mounts() -> list[dict[str, Any]]:
+    """The filesystems every container gets (runc's `spec` defaults, as Docker uses them)."""
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+    ]
+
+
+def write_etc_files(directory: Path, hostname: str, network: str) -> list[dict[str, Any]]:
+    """Write the container's /etc/hostname, /etc/hosts, /etc/resolv.conf; return their bind mounts.
+
+    Docker generates these three per container (the image's own copies would
+    name the wrong host), and bind-mounts them so the image's layers stay untouched.
+    """
+    hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    if network == "host":
+        hosts = [Path("/etc/hosts").read_text().rstrip("\n")] if Path("/etc/hosts").exists() else hosts
+    else:
+        hosts.append(f"127.0.1.1\t{hostname}")
+    files = {
+        "hostname": hostname + "\n",
+        "hosts": "\n".join(hosts) + "\n",
+        "resolv.conf": resolv_conf(network),
+    }
+    mounts = []
+    for name, text in files.items():
+        (directory / name).write_text(text)
+        mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": str(directory / name),
+                       "options": ["rbind", "rw"]})
+    return mounts
+
+
+def resolv_conf(network: str) -> str:
+    """The host's resolv.conf, minus loopback name servers a private network cannot reach.
+
+    Docker does the same: 127.0.0.53 (systemd-resolved) means nothing inside a
+    new network namespace, so it falls back to public servers when none remain.
+    """
+    try:
+        lines = Path("/etc/resolv.conf").read_text().splitlines()
+    except OSError:
+        lines = []
+    if network != "host":
+        lines = [ln for ln in lines if not (ln.split()[:1] == ["nameserver"]
+                                            and ln.split()[1:2]
+                                            and ln.split()[1].startswith(("127.", "::1")))]
+        if not any(ln.startswith("nameserver") for ln in lines):
+            lines += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
+    return "\n".join(lines) + "\n"
+
+
+def default_hostname(container_id: str, opts: RunOptions) -> str:
+    """--hostname, else the host's name on the host network (as Docker), else the short id."""
+    if opts.hostname:
+        return opts.hostname
+    if opts.network == "host" or opts.uts == "host":
+        return socket.gethostname()
+    return container_id[:12]
+
+
+def namespaces(opts: RunOptions) -> list[dict[str, str]]:
+    """The namespaces to create; one left out of the list is shared with the host (runtime-spec)."""
+    shared = {"pid": opts.pid == "host", "network": opts.network == "host",
+              "uts": opts.uts == "host", "ipc": opts.ipc == "host"}
+    return [{"type": t} for t in NAMESPACE_TYPES if not shared.get(t, False)]
+
+
+def numeric_user(spec: str | None) -> tuple[int, int]:
+    """uid and gid when `-u` gave numbers; names are resolved later, inside the root."""
+    user, _, group = (spec or "").partition(":")
+    uid = int(user) if user.isdigit() else 0
+    gid = int(group) if group.isdigit() else 0
+    return uid, gid
+
+
+def build_config(container_id: str, image_id: str, image_config: dict[str, Any],
+                 opts: RunOptions, rootfs: RootfsPlan, etc_dir: Path) -> dict[str, Any]:
+    """The OCI runtime-spec config.json of one container, as a dict."""
+    cfg = image_config.get("config") or {}
+    hostname = default_hostname(container_id, opts)
+    user = opts.user if opts.user is not None else (cfg.get("User") or "")
+    uid, gid = numeric_user(user)
+    cwd = opts.workdir or cfg.get("WorkingDir") or "/"
+    if not cwd.startswith("/"):
+        raise ContainerError(f"the working directory {cwd!r} is invalid, it needs to be an absolute path")
+    mounts = default_mounts()
+    mounts += write_etc_files(etc_dir, hostname, opts.network)
+    mounts += [parse_volume(v) for v in opts.volumes]
+    mounts += [parse_tmpfs(t) for t in opts.tmpfs]
+    annotations = {
+        A_IMAGE: image_id,
+        A_ROOTFS_MODE: rootfs.mode,
+        A_LAYERS_DIR: str(rootfs.layers_dir),
+        A_LOWERDIR: ":".join(reversed(rootfs.lowerdirs)),  # overlayfs wants the topmost first
+        A_UPPERDIR: str(rootfs.upperdir),
+        A_WORKDIR: str(rootfs.workdir),
+    }
+    if user:
+        annotations[A_USER] = user
+    return {
+        "ociVersion": OCI_VERSION,
+        "process": {
+            "terminal": opts.tty,
+            "user": {"uid": uid, "gid": gid, "additionalGids": []},
+            "args": command_line(cfg, opts),
+            "env": environment(cfg, opts, hostname),
+            "cwd": os.path.normpath(cwd),
+            "capabilities": {k: list(DEFAULT_CAPABILITIES)
+                             for k in ("bounding", "effective", "permitted")},
+            "noNewPrivileges": False,
+        },
+        "root": {"path": "rootfs", "readonly": opts.read_only},
+        "hostname": hostname,
+        "mounts": mounts,
+        "linux": {
+            "namespaces": namespaces(opts),
+            "resources": {},
+            "maskedPaths": list(DEFAULT_MASKED_PATHS),
+            "readonlyPaths": list(DEFAULT_READONLY_PATHS),
+        },
+        "annotations": annotations,
+    }
+
+
+def write_bundle(bundle_dir: Path, config: dict[str, Any]) -> Path:
+    """Write config.json into the bundle directory (atomically) and return its path."""
+    path = bundle_dir / "config.json"
+    atomic_write_json(path, config)
+    return path
+
+
+def describe_command(args: list[str]) -> str:
+    """The command as `ps` shows it."""
+    return shlex.join(args)

@@ -1,0 +1,1014 @@
+"""The runtime: how a bundle (config.json + rootfs) becomes a running process.
+
+This is what runc does, in readable Python. The parent (the `minicontainer`
+process) forks a child; the child walks through a list of small steps - new
+namespaces, a private mount table, the image's layers as its root, /proc,
+/dev, /sys, pivot_root, hostname, user, working directory - and finally
+execve(2)s the user's command. From then on PID 1 of the container *is* that
+command: no Python stays inside.
+
+Parent and child talk over a socketpair (SOCK_SEQPACKET keeps messages whole
+and can carry file descriptors):
+
+    child                                   parent
+    unshare(mnt, uts, ipc, net)  ── ready ──►  host-side steps (cgroup, network)
+                                 ◄── go ────
+    mounts, pivot_root, user, …
+    execve  (the socket is O_CLOEXEC: the parent sees end-of-file = success)
+            or ── error ──► (parent raises CommandNotFound, CommandNotExecutable, …)
+
+The steps are kept in tuples (CHILD_STEPS, EXEC_STEPS, HOST_STEPS) so that a new
+one - capabilities, seccomp, joining a cgroup - is a one-line change. This module
+reads only the bundle, never the image: a runc-compatible CLI could drive it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from minicontainer import linux
+from minicontainer.bundle import (A_LAYERS_DIR, A_LOWERDIR, A_ROOTFS_MODE, A_UPPERDIR, A_USER,
+                                  A_WORKDIR, DEFAULT_PATH)
+from minicontainer.errors import CommandNotExecutable, CommandNotFound, ContainerError
+from minicontainer.store import read_json
+
+# Signals the foreground CLI passes on to the container's PID 1, as `docker run` does.
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)
+
+# The device nodes every container gets, bind-mounted from the host's /dev
+# (runc's default device list; bind mounts work even where mknod is not allowed).
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+             "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
+
+# mount(8) option words → mount(2) flags (runc's parseMountOptions). A word not
+# listed here is passed on to the filesystem as data (e.g. "mode=755").
+MOUNT_FLAGS: dict[str, tuple[bool, int]] = {  # word: (clear instead of set?, flag)
+    "ro": (False, linux.MS_RDONLY), "rw": (True, linux.MS_RDONLY),
+    "nosuid": (False, linux.MS_NOSUID), "suid": (True, linux.MS_NOSUID),
+    "nodev": (False, linux.MS_NODEV), "dev": (True, linux.MS_NODEV),
+    "noexec": (False, linux.MS_NOEXEC), "exec": (True, linux.MS_NOEXEC),
+    "bind": (False, linux.MS_BIND), "rbind": (False, linux.MS_BIND | linux.MS_REC),
+    "strictatime": (False, linux.MS_STRICTATIME), "relatime": (False, linux.MS_RELATIME),
+    "noatime": (False, linux.MS_NOATIME), "nodiratime": (False, linux.MS_NODIRATIME),
+    "sync": (False, linux.MS_SYNCHRONOUS), "dirsync": (False, linux.MS_DIRSYNC),
+}
+
+
+# ---------------------------------------------------------------- records
+
+@dataclass
+class Bundle:
+    """An OCI bundle on disk: `config.json` beside the root filesystem."""
+
+    path: Path
+    config: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: Path) -> Bundle:
+        return cls(path, read_json(path / "config.json"))
+
+    @property
+    def rootfs(self) -> Path:
+        return self.path / self.config["root"]["path"]
+
+    def annotation(self, key: str, default: str = "") -> str:
+        return self.config.get("annotations", {}).get(key, default)
+
+    def namespace_types(self) -> list[str]:
+        return [ns["type"] for ns in self.config.get("linux", {}).get("namespaces", [])]
+
+
+@dataclass
+class Stdio:
+    """The three descriptors (in the parent) that become the container's 0, 1 and 2."""
+
+    stdin: int = 0
+    stdout: int = 1
+    stderr: int = 2
+
+
+@dataclass
+class Started:
+    """A container process that has reached execve: its host pid, and its terminal if any."""
+
+    pid: int
+    pty_master: int | None = None
+
+
+@dataclass
+class User:
+    """A user as the container's own /etc/passwd and /etc/group see it."""
+
+    uid: int
+    gid: int
+    groups: list[int]
+    home: str
+
+
+@dataclass
+class Child:
+    """What the child's steps share while it turns into the container."""
+
+    bundle: Bundle | None
+    process: dict[str, Any]
+    sock: socket.socket
+    stdio: Stdio
+    user_spec: str = ""
+    target_pid: int = 0                 # exec only: the container process to join
+    join_fds: list[tuple[int, int]] = field(default_factory=list)   # exec: (fd, CLONE_NEW*)
+    root_fd: int = -1                   # exec: /proc/PID/root of the container
+    pty_slave: int | None = None
+    user: User | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- the parent side
+
+def start(bundle: Bundle, stdio: Stdio) -> Started:
+    """Create the container's process from the bundle and let it run up to execve.
+
+    Returns once the command is running (or raises: CommandNotFound,
+    CommandNotExecutable, ContainerError), so the caller can record a pid that
+    is really the user's command.
+    """
+    parent_sock, child_sock = _socketpair()
+    child = Child(bundle, bundle.config["process"], child_sock, stdio=stdio,
+                  user_spec=bundle.annotation(A_USER))
+    pid = _fork_into_pid_namespace("pid" in bundle.namespace_types(), None,
+                                   lambda: _child_main(child, CHILD_STEPS, parent_sock))
+    child.sock.close()
+    try:
+        _expect(parent_sock, pid, "ready")
+        for step in HOST_STEPS:
+            step(pid, bundle)
+        _send(parent_sock, {"type": "go"})
+        return Started(pid, _until_exec(parent_sock, pid))
+    except BaseException:
+        _kill_and_reap(pid)
+        raise
+    finally:
+        parent_sock.close()
+
+
+def exec_process(target_pid: int, process: dict[str, Any], user_spec: str, stdio: Stdio) -> Started:
+    """Start one more process inside a running container (like `runc exec`).
+
+    It joins every namespace of the container's PID 1, its root directory and
+    its cgroups, then runs the same user/cwd/exec steps as the container's own
+    command.
+    """
+    proc = Path(f"/proc/{target_pid}")
+    own = Path("/proc/self/ns")
+    join_fds = []
+    # mnt last: once in the container's mount namespace the host's /proc is gone.
+    for name, flag in (("ipc", linux.CLONE_NEWIPC), ("uts", linux.CLONE_NEWUTS),
+                       ("net", linux.CLONE_NEWNET), ("cgroup", linux.CLONE_NEWCGROUP),
+                       ("mnt", linux.CLONE_NEWNS)):
+        if os.stat(proc / "ns" / name).st_ino != os.stat(own / name).st_ino:
+            join_fds.append((os.open(proc / "ns" / name, os.O_RDONLY | os.O_CLOEXEC), flag))
+    root_fd = os.open(proc / "root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    pid_ns = None
+    if os.stat(proc / "ns/pid").st_ino != os.stat(own / "pid").st_ino:
+        pid_ns = os.open(proc / "ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    parent_sock, child_sock = _socketpair()
+    child = Child(None, process, child_sock, stdio=stdio, user_spec=user_spec,
+                  target_pid=target_pid, join_fds=join_fds, root_fd=root_fd)
+    try:
+        pid = _fork_into_pid_namespace(pid_ns is not None, pid_ns,
+                                       lambda: _child_main(child, EXEC_STEPS, parent_sock))
+    finally:
+        for fd in [f for f, _ in join_fds] + [root_fd] + ([pid_ns] if pid_ns is not None else []):
+            os.close(fd)
+    child.sock.close()
+    try:
+        return Started(pid, _until_exec(parent_sock, pid))
+    except BaseException:
+        _kill_and_reap(pid)
+        raise
+    finally:
+        parent_sock.close()
+
+
+def _socketpair() -> tuple[socket.socket, socket.socket]:
+    """The parent's and the child's ends of a new socketpair(2).
+
+    Python creates sockets with O_CLOEXEC, which is the whole trick: a
+    successful execve closes the child's end, and the parent reads end-of-file.
+    """
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def _fork_into_pid_namespace(new_pid_ns: bool, join_fd: int | None,
+                             child_body: Callable[[], None]) -> int:
+    """fork(2) a child that is PID 1 of a new PID namespace (or a member of `join_fd`'s).
+
+    unshare(CLONE_NEWPID) and setns(CLONE_NEWPID) do not move the caller: they
+    choose the namespace of its *next children*. So the parent switches, forks,
+    and switches straight back to its own namespace (saved as an fd first), and
+    the container's first process is the user's command itself, with no extra
+    "init" process between. See pid_namespaces(7).
+    """
+    own_fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if new_pid_ns else -1
+    try:
+        if new_pid_ns:
+            if join_fd is None:
+                linux.unshare(linux.CLONE_NEWPID)
+            else:
+                linux.setns(join_fd, linux.CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:
+            child_body()  # never returns
+        return pid
+    finally:
+        if new_pid_ns:
+            linux.setns(own_fd, linux.CLONE_NEWPID)
+            os.close(own_fd)
+
+
+def _expect(sock: socket.socket, pid: int, what: str) -> None:
+    """Read the child's next message; it must be `what`, else raise the child's error."""
+    message, _ = _receive(sock)
+    if message is None:
+        raise ContainerError(f"container process exited while {what}: {_reap_status(pid)}")
+    if message.get("type") != what:
+        _raise_child_error(message, pid)
+
+
+def _until_exec(sock: socket.socket, pid: int) -> int | None:
+    """Serve the child until its execve (end-of-file); return its terminal's master fd, if any."""
+    master = None
+    while True:
+        message, fds = _receive(sock)
+        if message is None:
+            return master
+        if message.get("type") == "pty" and fds:
+            master = fds[0]
+        else:
+            _raise_child_error(message, pid)
+
+
+def _raise_child_error(message: dict[str, Any], pid: int) -> None:
+    _reap_status(pid)
+    kind = {"notfound": CommandNotFound, "noexec": CommandNotExecutable}.get(message.get("kind", ""),
+                                                                           ContainerError)
+    raise kind(message.get("message", "container process failed"))
+
+
+def _send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
+    data = json.dumps(message).encode()
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
+
+
+def _receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    data, fds, _, _ = socket.recv_fds(sock, 65536, 1)
+    return (json.loads(data) if data else None), list(fds)
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap_status(pid)
+
+
+def _reap_status(pid: int) -> str:
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return "already reaped"
+    return f"status {os.waitstatus_to_exitcode(status)}"
+
+
+def wait(pid: int, *, forward_signals: bool = True) -> int:
+    """Wait for the container's PID 1 and return Docker's status: its code, or 128+N on signal N.
+
+    While waiting, the signals a user sends to the CLI are passed on to the
+    container (waitpid(2) restarts after each handler, PEP 475).
+    """
+    with _forwarding(pid, forward_signals):
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except ChildProcessError:
+                return 255
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+class _forwarding:
+    """Install handlers that kill(2) the container with each forwarded signal; restore after."""
+
+    def __init__(self, pid: int, enabled: bool) -> None:
+        self.pid, self.enabled, self.saved = pid, enabled, {}
+
+    def _forward(self, signum: int, _frame: object) -> None:
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> None:
+        if self.enabled:
+            self.saved = {s: signal.signal(s, self._forward) for s in FORWARDED_SIGNALS}
+
+    def __exit__(self, *_: object) -> None:
+        for s, handler in self.saved.items():
+            signal.signal(s, handler)
+
+
+def proxy_terminal(master: int, pid: int, *, stdin: bool, out: int = 1) -> None:
+    """Copy between our terminal and the container's pseudo-terminal until it closes.
+
+    Our terminal goes into raw mode so that every key (Ctrl-C included) reaches
+    the container's terminal, whose line discipline then does what a terminal
+    does (e.g. sends SIGINT to the foreground process group *inside*). The
+    window size follows ours, on start and on every SIGWINCH. See pty(7).
+    """
+    import termios
+    import tty
+
+    local_tty = stdin and os.isatty(0)
+    saved = termios.tcgetattr(0) if local_tty else None
+    old_winch = None
+    if local_tty:
+        tty.setraw(0)
+        _copy_window_size(0, master)
+        old_winch = signal.signal(signal.SIGWINCH, lambda *_: _copy_window_size(0, master))
+    sources = [master] + ([0] if stdin else [])
+    try:
+        with _forwarding(pid, not local_tty):
+            while True:
+                ready, _, _ = select.select(sources, [], [])
+                if master in ready:
+                    try:
+                        data = os.read(master, 65536)
+                    except OSError:  # EIO: the last holder of the terminal's other end is gone
+                        break
+                    if not data:
+                        break
+                    _write_all(out, data)
+                if 0 in ready:
+                    data = os.read(0, 65536)
+                    if data:
+                        _write_all(master, data)
+                    else:
+                        sources.remove(0)
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+            signal.signal(signal.SIGWINCH, old_winch)
+        os.close(master)
+
+
+def _copy_window_size(src: int, dst: int) -> None:
+    import fcntl
+    import termios
+
+    try:
+        fcntl.ioctl(dst, termios.TIOCSWINSZ, fcntl.ioctl(src, termios.TIOCGWINSZ, b"\0" * 8))
+    except OSError:
+        pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+# Host-side steps run by the parent between the child's "ready" and "go": the
+# child is in its new namespaces but has not mounted or executed anything yet.
+# Each takes (child pid, bundle). Placing the child in its cgroup and plugging
+# a network interface into its network namespace belong here.
+HOST_STEPS: tuple[Callable[[int, Bundle], None], ...] = ()
+
+
+def release(bundle: Bundle) -> None:
+    """Undo what HOST_STEPS made on the host, once the container has exited (idempotent)."""
+
+
+# ---------------------------------------------------------------- the child side
+
+def _child_main(child: Child, steps: tuple[Callable[[Child], None], ...],
+                parent_end: socket.socket) -> None:
+    """Run the steps; report any failure to the parent; never return into the CLI's code."""
+    code = 125
+    try:
+        parent_end.close()  # else we would never see end-of-file if the parent died
+        for step in steps:
+            step(child)
+    except _ExecFailed as e:
+        code = 127 if e.kind == "notfound" else 126
+        _report(child, e.kind, str(e))
+    except BaseException as e:  # noqa: BLE001 - everything must reach the parent
+        _report(child, "error", _describe(e))
+    os._exit(code)
+
+
+class _ExecFailed(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _report(child: Child, kind: str, message: str) -> None:
+    try:
+        _send(child.sock, {"type": "error", "kind": kind, "message": message})
+    except OSError:
+        pass
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        where = f" {e.filename}" if e.filename and str(e.filename) not in e.strerror else ""
+        return f"{e.strerror}{where}"
+    return str(e) or type(e).__name__
+
+
+def reset_signals(child: Child) -> None:
+    """Give the command default signal handling: signal(7), sigprocmask(2).
+
+    Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive execve:
+    without this, `yes | head` inside the container would never stop.
+    """
+    for s in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS, signal.SIGWINCH):
+        signal.signal(s, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def become_session_leader(child: Child) -> None:
+    """setsid(2): a session of its own, so the host terminal's job control cannot reach it.
+
+    Ctrl-C on the host terminal goes to the CLI, which forwards it; and with
+    `-t` the container's own pseudo-terminal can become its controlling terminal.
+    """
+    os.setsid()
+
+
+def set_parent_death_signal(child: Child) -> None:
+    """prctl(PR_SET_PDEATHSIG, SIGKILL): the container dies if its parent (CLI or monitor) dies.
+
+    Then nobody is left to record its exit, so it must not outlive the
+    parent: state.json would lie. The kernel clears this on a change of
+    credentials, so switch_user sets it again.
+    """
+    parent = os.getppid()
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the prctl took effect
+        os._exit(137)
+
+
+def unshare_namespaces(child: Child) -> None:
+    """unshare(2) into new mount, UTS, IPC and network namespaces (namespaces(7)).
+
+    The PID namespace was chosen by the parent before fork; the cgroup
+    namespace waits until the parent has put us in our cgroup (see
+    unshare_cgroup_namespace).
+    """
+    types = [t for t in child.bundle.namespace_types() if t not in ("pid", "cgroup")]
+    linux.unshare(linux.namespace_flags(types))
+
+
+def wait_for_parent(child: Child) -> None:
+    """Tell the parent our namespaces exist; wait while it works on them from the host."""
+    _send(child.sock, {"type": "ready"})
+    message, _ = _receive(child.sock)
+    if not message or message.get("type") != "go":
+        raise ContainerError("the parent gave up before the container started")
+
+
+def unshare_cgroup_namespace(child: Child) -> None:
+    """unshare(CLONE_NEWCGROUP): our cgroup becomes the root of /proc/self/cgroup (cgroup_namespaces(7)).
+
+    Done after the parent placed us in our cgroup, so the container sees its
+    own cgroup as "/" and nothing of the host's tree above it.
+    """
+    if "cgroup" in child.bundle.namespace_types():
+        linux.unshare(linux.CLONE_NEWCGROUP)
+
+
+def bring_loopback_up(child: Child) -> None:
+    """ioctl(SIOCSIFFLAGS) on lo: a new network namespace starts with lo down (netdevice(7))."""
+    if "network" not in child.bundle.namespace_types():
+        return
+    import fcntl
+    import struct
+
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH14x", b"lo", 0))
+        flags = struct.unpack("16sH14x", ifreq)[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def make_mounts_private(child: Child) -> None:
+    """mount(MS_REC|MS_PRIVATE) on /: nothing we mount from now on propagates to the host.
+
+    A new mount namespace starts as a copy of the host's, with the host's
+    propagation: on a systemd host "/" is shared, so without this step every
+    mount below would appear on the host too. See mount_namespaces(7).
+    """
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+
+
+def mount_rootfs(child: Child) -> None:
+    """mount(2) the overlay of the image's layers on the bundle's rootfs directory, nodev.
+
+    The layers are the read-only lowerdirs (shared by every container of the
+    image); writes go to this container's upperdir; see the kernel's
+    filesystems/overlayfs.rst. The mount happens in our own mount namespace,
+    so the host's mount table never shows it and it vanishes with the
+    container, however the container ends. The lowerdirs are given relative to
+    the layers directory (we chdir there first, as containerd does) so that
+    many layers still fit in the one page mount(2) accepts for options.
+    """
+    bundle = child.bundle
+    rootfs = str(bundle.rootfs)
+    if bundle.annotation(A_ROOTFS_MODE, "overlay") != "overlay":
+        # copy mode: the rootfs is a plain directory; bind it onto itself so it
+        # is a mount point (pivot_root needs one), then make it nodev.
+        linux.mount(rootfs, rootfs, None, linux.MS_BIND | linux.MS_REC)
+        linux.mount(None, rootfs, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NODEV)
+        return
+    os.chdir(bundle.annotation(A_LAYERS_DIR))
+    data = (f"lowerdir={bundle.annotation(A_LOWERDIR)},upperdir={bundle.annotation(A_UPPERDIR)},"
+            f"workdir={bundle.annotation(A_WORKDIR)}")
+    if len(data) >= os.sysconf("SC_PAGE_SIZE"):
+        raise ContainerError(f"too many layers for one overlay mount ({len(data)} bytes of options)")
+    try:
+        linux.mount("overlay", rootfs, "overlay", linux.MS_NODEV, data)
+    except OSError as e:
+        raise ContainerError(f"cannot mount the overlay root filesystem: {e.strerror} "
+                             "(MINICONTAINER_ROOTFS=copy copies the layers instead)") from None
+
+
+def mount_filesystems(child: Child) -> None:
+    """mount(2) each entry of config.json's `mounts`, in order, under the rootfs.
+
+    /proc, the /dev tmpfs, devpts, /dev/shm, /dev/mqueue, /sys, the generated
+    /etc files and the user's -v/--tmpfs mounts. Targets are resolved *inside*
+    the rootfs, so an image whose /etc is a symlink to /host/etc cannot make us
+    create or mount anything on the host.
+    """
+    rootfs = str(child.bundle.rootfs)
+    for m in child.bundle.config.get("mounts", []):
+        target = resolve_in_root(rootfs, m["destination"])
+        flags, data = mount_options(m.get("options", []))
+        if m.get("type") == "bind" or flags & linux.MS_BIND:
+            _make_target(target, is_dir=os.path.isdir(m["source"]))
+            linux.mount(m["source"], target, None, flags & (linux.MS_BIND | linux.MS_REC))
+            extra = flags & ~(linux.MS_BIND | linux.MS_REC)
+            if extra:  # bind mounts ignore flags at creation: a remount applies them
+                linux.mount(None, target, None, linux.MS_BIND | linux.MS_REMOUNT | extra)
+        else:
+            _make_target(target, is_dir=True)
+            linux.mount(m.get("source", m["type"]), target, m["type"], flags, data or None)
+
+
+def mount_options(options: list[str]) -> tuple[int, str]:
+    """["nosuid", "mode=755", …] → (MS_* flags, "mode=755,…" data for the filesystem)."""
+    flags, data = 0, []
+    for word in options:
+        if word in MOUNT_FLAGS:
+            clear, flag = MOUNT_FLAGS[word]
+            flags = flags & ~flag if clear else flags | flag
+        elif word not in ("private", "rprivate", "shared", "rshared", "slave", "rslave"):
+            data.append(word)
+    return flags, ",".join(data)
+
+
+def resolve_in_root(root: str, path: str, max_links: int = 40) -> str:
+    """The host path of `path` as seen from inside `root`, following symlinks as the container would.
+
+    An absolute symlink (or enough `..`) inside the image points at the
+    container's root, never above it: the same rule as runc's securejoin.
+    """
+    todo = [p for p in path.split("/") if p not in ("", ".")]
+    current = ""
+    links = 0
+    while todo:
+        part = todo.pop(0)
+        if part == "..":
+            current = os.path.dirname(current)
+            continue
+        candidate = os.path.join(current, part)
+        full = os.path.join(root, candidate)
+        if os.path.islink(full):
+            links += 1
+            if links > max_links:
+                raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+            target = os.readlink(full)
+            if target.startswith("/"):
+                current = ""
+            todo = [p for p in target.split("/") if p not in ("", ".")] + todo
+            continue
+        current = candidate
+    return os.path.join(root, current)
+
+
+def _make_target(path: str, *, is_dir: bool) -> None:
+    """Create a mount point (a directory, or an empty file for a file bind mount)."""
+    if os.path.lexists(path):
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if is_dir:
+        os.mkdir(path, 0o755)
+    else:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+
+
+def create_devices(child: Child) -> None:
+    """Bind-mount the host's /dev/null, zero, full, random, urandom, tty into the container's /dev.
+
+    The container's /dev is an empty tmpfs: it must not see the host's disks.
+    Bind mounts rather than mknod(2), as runc does in user namespaces: they
+    work everywhere and give exactly the host's device.
+    """
+    dev = os.path.join(str(child.bundle.rootfs), "dev")
+    for name in DEVICES:
+        target = os.path.join(dev, name)
+        _make_target(target, is_dir=False)
+        linux.mount(f"/dev/{name}", target, None, linux.MS_BIND)
+
+
+def create_dev_links(child: Child) -> None:
+    """symlink(2) /dev/fd, stdin, stdout, stderr to /proc/self/fd, and ptmx to pts/ptmx."""
+    dev = os.path.join(str(child.bundle.rootfs), "dev")
+    for name, target in DEV_LINKS.items():
+        if not os.path.lexists(os.path.join(dev, name)):
+            os.symlink(target, os.path.join(dev, name))
+
+
+def setup_console(child: Child) -> None:
+    """With process.terminal: a pseudo-terminal from the container's own devpts, bound on /dev/console.
+
+    The terminal is opened from the container's devpts instance (not the
+    host's), so that inside `tty` says /dev/pts/0, a path that exists there.
+    The master end goes to the parent over the socket (SCM_RIGHTS, unix(7));
+    the child keeps the slave for its stdio. See pty(7), ioctl_tty(2).
+    """
+    if not child.process.get("terminal"):
+        return
+    root = str(child.bundle.rootfs) if child.bundle else "/"
+    child.pty_slave, slave_path = _open_pty_and_send_master(child, os.path.join(root, "dev/pts"))
+    if child.bundle:
+        console = os.path.join(root, "dev/console")
+        _make_target(console, is_dir=False)
+        linux.mount(slave_path, console, None, linux.MS_BIND)
+
+
+def _open_pty_and_send_master(child: Child, pts_dir: str) -> tuple[int, str]:
+    import fcntl
+    import struct
+
+    master = os.open(os.path.join(pts_dir, "ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, linux.TIOCSPTLCK, struct.pack("i", 0))  # unlockpt(3)
+    number = struct.unpack("I", fcntl.ioctl(master, linux.TIOCGPTN, struct.pack("I", 0)))[0]
+    slave_path = os.path.join(pts_dir, str(number))
+    slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    _send(child.sock, {"type": "pty"}, [master])
+    os.close(master)
+    return slave, slave_path
+
+
+def pivot_into_rootfs(child: Child) -> None:
+    """pivot_root(2) into the rootfs, then detach the old root (runc's pivotRoot).
+
+    Why not chroot(2): chroot only changes where *this process* starts path
+    lookups. The host's root stays mounted in the namespace, so a process
+    with CAP_SYS_CHROOT escapes with the classic trick (mkdir x; chroot x;
+    cd .. repeatedly; chroot .). pivot_root changes the root *mount* of the
+    whole mount namespace; once the old root is unmounted there is no host
+    filesystem left above us to climb to.
+
+    pivot_root(".", ".") stacks the old root on top of the new one, so no
+    temporary put_old directory is needed (nothing to remove afterwards, and
+    it works on a read-only rootfs); unmounting "." then drops the old root.
+    """
+    rootfs = str(child.bundle.rootfs)
+    old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    new_root = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fchdir(new_root)
+        try:
+            linux.pivot_root(".", ".")
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            _move_root_and_chroot(rootfs)
+            return
+        os.fchdir(old_root)  # "." is now the old root, stacked over the new one
+        linux.mount(None, ".", None, linux.MS_SLAVE | linux.MS_REC)  # no unmount event reaches the host
+        linux.umount2(".", linux.MNT_DETACH)
+        os.chdir("/")
+    finally:
+        os.close(old_root)
+        os.close(new_root)
+
+
+def _move_root_and_chroot(rootfs: str) -> None:
+    """The fallback when pivot_root(2) refuses (EINVAL): the host root is ramfs/initramfs.
+
+    The initial ramfs can never be unmounted, so it cannot be pivoted away;
+    runc's --no-pivot does this instead: move the rootfs mount over "/" and
+    chroot(2) into it. Weaker (see pivot_into_rootfs), hence only a fallback.
+    """
+    os.chdir(rootfs)
+    linux.mount(rootfs, "/", None, linux.MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def mask_paths(child: Child) -> None:
+    """Hide linux.maskedPaths (/proc/kcore, …) and make linux.readonlyPaths (/proc/sys, …) read-only.
+
+    A directory is masked with an empty read-only tmpfs, a file with a bind
+    of /dev/null; a read-only path is bound onto itself and remounted ro.
+    See mount(2) for MS_BIND|MS_REMOUNT.
+    """
+    linux_cfg = child.bundle.config.get("linux", {})
+    for path in linux_cfg.get("readonlyPaths", []):
+        if os.path.exists(path):
+            linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
+            linux.mount(None, path, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY
+                        | linux.MS_REC | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    for path in linux_cfg.get("maskedPaths", []):
+        if os.path.isdir(path) and not os.path.islink(path):
+            linux.mount("tmpfs", path, "tmpfs", linux.MS_RDONLY)
+        elif os.path.exists(path):
+            linux.mount("/dev/null", path, None, linux.MS_BIND)
+
+
+def make_root_readonly(child: Child) -> None:
+    """With root.readonly (`--read-only`): remount "/" read-only (mount(2) MS_REMOUNT|MS_BIND).
+
+    Only the root mount: /dev, /proc, --tmpfs and -v mounts keep their own modes.
+    """
+    if child.bundle.config["root"].get("readonly"):
+        linux.mount(None, "/", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NODEV)
+
+
+def set_hostname(child: Child) -> None:
+    """sethostname(2) in our UTS namespace (uts_namespaces(7)); the host's name is untouched."""
+    hostname = child.bundle.config.get("hostname")
+    if hostname and "uts" in child.bundle.namespace_types():
+        linux.sethostname(hostname)
+
+
+def resolve_user(child: Child) -> None:
+    """Find uid, gid, groups and HOME in the container's own /etc/passwd and /etc/group.
+
+    Never the host's NSS: the name "www-data" may be a different uid in the
+    image, or not exist on the host at all. Same rules as runc's GetExecUser.
+    """
+    spec = child.user_spec
+    given = child.process.get("user", {})
+    child.user = lookup_user(spec, "/etc/passwd", "/etc/group") if spec else \
+        User(given.get("uid", 0), given.get("gid", 0), list(given.get("additionalGids", [])),
+             _home_of(given.get("uid", 0), "/etc/passwd"))
+    child.env = dict(e.partition("=")[::2] for e in child.process.get("env", []))
+    child.env.setdefault("HOME", child.user.home)
+
+
+def lookup_user(spec: str, passwd: str, group: str) -> User:
+    """`name`, `uid`, `name:group`, `uid:gid` → User, from the given passwd and group files."""
+    user_part, has_group, group_part = spec.partition(":")
+    users = _read_db(passwd)
+    entry = next((u for u in users if (u[2] == user_part if user_part.isdigit() else u[0] == user_part)),
+                 None)
+    if entry is None and not user_part.isdigit():
+        raise ContainerError(f"unable to find user {user_part}: no matching entries in passwd file")
+    uid = int(user_part) if user_part.isdigit() else int(entry[2])
+    gid = int(entry[3]) if entry else 0
+    home = entry[5] if entry and len(entry) > 5 and entry[5] else "/"
+    groups_db = _read_db(group)
+    if has_group and group_part:
+        if group_part.isdigit():
+            gid = int(group_part)
+        else:
+            found = next((g for g in groups_db if g[0] == group_part), None)
+            if found is None:
+                raise ContainerError(f"unable to find group {group_part}: no matching entries in group file")
+            gid = int(found[2])
+        groups = [gid]
+    else:
+        name = entry[0] if entry else None
+        groups = [int(g[2]) for g in groups_db
+                  if name and len(g) > 3 and name in g[3].split(",") and g[2].isdigit()]
+    return User(uid, gid, groups, home)
+
+
+def _read_db(path: str) -> list[list[str]]:
+    """The colon-separated records of /etc/passwd or /etc/group (missing file: none)."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    return [ln.split(":") for ln in lines if ln and not ln.startswith("#") and ln.count(":") >= 2
+            and ln.split(":")[2].isdigit()]
+
+
+def _home_of(uid: int, passwd: str) -> str:
+    entry = next((u for u in _read_db(passwd) if u[2] == str(uid)), None)
+    return entry[5] if entry and len(entry) > 5 and entry[5] else "/"
+
+
+def create_working_directory(child: Child) -> None:
+    """mkdir(2) the working directory if missing (as Docker does), inside the new root."""
+    cwd = child.process.get("cwd", "/")
+    if os.path.exists(cwd) and not os.path.isdir(cwd):
+        raise ContainerError(f"the working directory {cwd} is not a directory")
+    os.makedirs(cwd, mode=0o755, exist_ok=True)
+
+
+def setup_stdio(child: Child) -> None:
+    """dup2(2) the given descriptors - or the terminal's slave, made controlling - onto 0, 1, 2."""
+    if child.pty_slave is not None:
+        import fcntl
+
+        fcntl.ioctl(child.pty_slave, linux.TIOCSCTTY, 0)
+        fds = (child.pty_slave,) * 3
+    else:
+        fds = (child.stdio.stdin, child.stdio.stdout, child.stdio.stderr)
+    for target, fd in enumerate(fds):
+        if fd != target:
+            os.dup2(fd, target)
+        else:
+            os.set_inheritable(fd, True)
+
+
+def switch_user(child: Child) -> None:
+    """setgroups(2), setresgid(2), setresuid(2): become the container's user (groups first,
+    while we still may change them)."""
+    user = child.user
+    os.setgroups(user.groups)
+    os.setresgid(user.gid, user.gid, user.gid)
+    os.setresuid(user.uid, user.uid, user.uid)
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by the credential change
+
+
+def enter_working_directory(child: Child) -> None:
+    """chdir(2) to process.cwd, as the container's user (so permissions are checked as that user)."""
+    cwd = child.process.get("cwd", "/")
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise ContainerError(f'chdir to cwd ("{cwd}") set in config.json failed: {e.strerror}') from None
+
+
+def close_other_fds(child: Child) -> None:
+    """close_range(2) every descriptor but 0, 1, 2 (and our O_CLOEXEC socket to the parent).
+
+    A descriptor of the runtime that survives execve is a door to the host:
+    runc's CVE-2024-21626 leaked an fd of the host's /sys/fs/cgroup, and a
+    container could chdir through it to the host's root.
+    """
+    keep = child.sock.fileno()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 20)
+
+
+def exec_command(child: Child) -> None:
+    """execve(2) the command: from now on this process *is* the container's command.
+
+    Like runc, a name without "/" is looked up in the container's PATH; the
+    failures become Docker's statuses (127 not found, 126 cannot execute).
+    """
+    args = child.process["args"]
+    program = args[0]
+    path = program if "/" in program else _look_path(program, child.env.get("PATH", DEFAULT_PATH))
+    try:
+        os.execve(path, args, child.env)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise _ExecFailed("notfound", f'exec: "{program}": stat {program}: no such file or directory') \
+                from None
+        raise _ExecFailed("noexec", f'exec: "{program}": {e.strerror.lower()}') from None
+
+
+def _look_path(name: str, path: str) -> str:
+    """The first executable regular file called `name` in PATH (Go's exec.LookPath rules)."""
+    for directory in path.split(":"):
+        candidate = os.path.join(directory or ".", name)
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+            return candidate
+    raise _ExecFailed("notfound", f'exec: "{name}": executable file not found in $PATH')
+
+
+# ---------------------------------------------------------------- exec's own steps
+
+def make_non_dumpable(child: Child) -> None:
+    """prctl(PR_SET_DUMPABLE, 0) before entering the container (runc's CVE-2019-5736 lesson).
+
+    A container process could otherwise open /proc/<our pid>/exe - the host's
+    runtime binary - or ptrace us while we still hold host descriptors.
+    execve of the command makes the process dumpable again.
+    """
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)
+
+
+def join_cgroups(child: Child) -> None:
+    """Write our pid into every cgroup of the container's PID 1 (from /proc/PID/cgroup).
+
+    So limits and accounting apply to exec'd processes too. See cgroups(7).
+    """
+    own = Path("/proc/self/cgroup").read_text().splitlines()
+    for line in Path(f"/proc/{child.target_pid}/cgroup").read_text().splitlines():
+        if line in own:
+            continue
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            base = Path("/sys/fs/cgroup/unified")
+            base = base if base.is_dir() else Path("/sys/fs/cgroup")
+        else:
+            base = Path("/sys/fs/cgroup") / controllers.removeprefix("name=")
+        procs = base / path.lstrip("/") / "cgroup.procs"
+        if procs.exists():
+            procs.write_text(str(os.getpid()))
+
+
+def join_namespaces(child: Child) -> None:
+    """setns(2) into each of the container's namespaces, the mount namespace last."""
+    for fd, flag in child.join_fds:
+        linux.setns(fd, flag)
+
+
+def enter_container_root(child: Child) -> None:
+    """fchdir(2) + chroot(2) to /proc/PID/root of the container (opened before setns).
+
+    Joining a mount namespace does not by itself put us at the container's
+    root; its PID 1's root directory is exactly where it lives.
+    """
+    os.fchdir(child.root_fd)
+    os.chroot(".")
+    os.chdir("/")
+
+
+# The child's sequence for `run`, in runc's order (libcontainer/rootfs_linux.go,
+# standard_init_linux.go). Capabilities, no_new_privs and seccomp go between
+# switch_user and close_other_fds.
+CHILD_STEPS: tuple[Callable[[Child], None], ...] = (
+    reset_signals,
+    become_session_leader,
+    set_parent_death_signal,
+    unshare_namespaces,
+    wait_for_parent,
+    unshare_cgroup_namespace,
+    bring_loopback_up,
+    make_mounts_private,
+    mount_rootfs,
+    mount_filesystems,
+    create_devices,
+    create_dev_links,
+    setup_console,
+    pivot_into_rootfs,
+    mask_paths,
+    make_root_readonly,
+    set_hostname,
+    resolve_user,
+    create_working_directory,
+    setup_stdio,
+    switch_user,
+    enter_working_directory,
+    close_other_fds,
+    exec_command,
+)
+
+# The sequence for `exec`: join instead of create, then the same last steps.
+EXEC_STEPS: tuple[Callable[[Child], None], ...] = (
+    reset_signals,
+    become_session_leader,
+    set_parent_death_signal,
+    make_non_dumpable,
+    join_cgroups,
+    join_namespaces,
+    enter_container_root,
+    setup_console,
+    resolve_user,
+    setup_stdio,
+    switch_user,
+    enter_working_directory,
+    close_other_fds,
+    exec_command,
+)
