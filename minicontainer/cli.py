@@ -49,8 +49,319 @@ def cli(ctx: click.Context, root: str | None, debug: bool) -> None:
 # ---------------------------------------------------------------- image half
 # load, images, inspect, history, rmi, image prune
 
+
+def _human_size(size: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.3g}{unit}"
+        size /= 1000
+    return f"{size}"
+
+
+@cli.command()
+@click.argument("archive")
+@pass_ctx
+def load(ctx: Context, archive: str) -> None:
+    """Load an image archive (docker save, OCI layout, or a root filesystem tar)."""
+    from pathlib import Path
+
+    from minicontainer import image
+
+    for img in image.load_all(ctx.store(), Path(archive), progress=True):
+        for tag in img.tags:
+            click.echo(f"Loaded image: {tag}")
+        click.echo(f"Loaded image ID: {img.id}")
+
+
+def _list_images(ctx: Context) -> None:
+    from minicontainer import image
+
+    rows = [("REPOSITORY", "TAG", "IMAGE ID", "LAYERS", "CREATED", "SIZE")]
+    for img in image.list_images(ctx.store()):
+        names = [t.rsplit(":", 1) for t in img.tags] or [["<none>", "<none>"]]
+        for repo, tag in names:
+            rows.append((repo, tag, img.short_id, str(len(img.layers)),
+                         img.created[:19].replace("T", " ") or "N/A", _human_size(img.size)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@cli.command()
+@pass_ctx
+def images(ctx: Context) -> None:
+    """List the images of the store."""
+    _list_images(ctx)
+
+
+@cli.command("history")
+@click.argument("image_ref", metavar="IMAGE")
+@pass_ctx
+def history_cmd(ctx: Context, image_ref: str) -> None:
+    """Show how an image was built: its layers, newest first."""
+    from minicontainer import image
+
+    store = ctx.store()
+    img = image.resolve(store, image_ref)
+    click.echo(f"{'LAYER':14}{'CREATED':22}{'SIZE':>9}  CREATED BY")
+    for row in image.history(img):
+        layer = row["layer"][7:19] if row["layer"] else "<missing>"
+        size = _human_size(image.layer_size(store, img, row["layer"])) if row["layer"] else "0B"
+        created = str(row["created"])[:19].replace("T", " ")
+        click.echo(f"{layer:14}{created:22}{size:>9}  {row['created_by']}")
+
+
+@cli.command("inspect")
+@click.argument("refs", nargs=-1, required=True, metavar="IMAGE...")
+@pass_ctx
+def inspect_cmd(ctx: Context, refs: tuple[str, ...]) -> None:
+    """Show images as JSON (docker inspect's field names)."""
+    import json
+
+    from minicontainer import image
+
+    store = ctx.store()
+    click.echo(json.dumps([image.inspect(store, image.resolve(store, r)) for r in refs], indent=4))
+
+
+@cli.command()
+@click.argument("refs", nargs=-1, required=True, metavar="IMAGE...")
+@click.option("-f", "--force", is_flag=True, help="Untag even if a container uses it.")
+@pass_ctx
+def rmi(ctx: Context, refs: tuple[str, ...], force: bool) -> None:
+    """Remove images (their unpacked layers stay until `image prune`)."""
+    from minicontainer import image
+
+    store = ctx.store()
+    for ref in refs:
+        before = image.find(store, ref)
+        image.remove(store, ref, force=force)
+        for tag in set(before.tags) - set(_still_tagged(store, before.id)):
+            click.echo(f"Untagged: {tag}")
+        if not store.image_dir(before.id).exists():
+            click.echo(f"Deleted: {before.id}")
+
+
+def _still_tagged(store, image_id: str) -> list[str]:
+    from minicontainer import image
+    from minicontainer.errors import ImageError
+
+    try:
+        return image.get(store, image_id).tags
+    except ImageError:
+        return []
+
+
+@cli.group("image")
+def image_group() -> None:
+    """Manage images (ls, prune)."""
+
+
+@image_group.command("ls")
+@pass_ctx
+def image_ls(ctx: Context) -> None:
+    """List the images of the store."""
+    _list_images(ctx)
+
+
+@image_group.command("prune")
+@pass_ctx
+def image_prune(ctx: Context) -> None:
+    """Delete unpacked layers that no image uses."""
+    from minicontainer import image
+
+    removed = image.prune_layers(ctx.store())
+    for chain in removed:
+        click.echo(f"Deleted layer: {chain}")
+    click.echo(f"Removed {len(removed)} unused layer(s)")
+
 # ---------------------------------------------------------------- runtime half
-# run, ps, logs, exec, stop, kill, rm, container prune
+# run, ps, logs, exec, stop, kill, rm, container prune|ls|inspect
+
+_RUN_SETTINGS = {"allow_interspersed_args": False}  # options after IMAGE belong to the command
+
+
+def _run_options(command: tuple[str, ...], **kw):  # -> bundle.RunOptions
+    from minicontainer.bundle import RunOptions
+
+    return RunOptions(command=list(command), **kw)
+
+
+@cli.command(context_settings=_RUN_SETTINGS)
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("-d", "--detach", is_flag=True, help="Run in the background; print the container id.")
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin open (pass it to the container).")
+@click.option("-t", "--tty", is_flag=True, help="Give the container a pseudo-terminal.")
+@click.option("--rm", "auto_remove", is_flag=True, help="Remove the container when it exits.")
+@click.option("--name", default=None, help="Name the container.")
+@click.option("-e", "--env", multiple=True, help="Set an environment variable (KEY=VALUE, or KEY).")
+@click.option("--env-file", multiple=True, help="Read environment variables from a file.")
+@click.option("-u", "--user", default=None, help="user[:group], by name or number, from the image.")
+@click.option("-w", "--workdir", default=None, help="Working directory inside the container.")
+@click.option("--hostname", default=None, help="Container hostname (default: its short id).")
+@click.option("--entrypoint", default=None, help="Override the image's Entrypoint (\"\" for none).")
+@click.option("-v", "--volume", multiple=True, help="Bind mount HOSTPATH:CTRPATH[:ro].")
+@click.option("--tmpfs", multiple=True, help="Mount a tmpfs at PATH[:OPTIONS].")
+@click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only.")
+@click.option("--network", "--net", default="none", help="none (only lo) or host.")
+@click.option("--pid", type=click.Choice(["private", "host"]), default="private", help="PID namespace.")
+@click.option("--uts", type=click.Choice(["private", "host"]), default="private", help="UTS namespace.")
+@click.option("--ipc", type=click.Choice(["private", "host"]), default="private", help="IPC namespace.")
+@pass_ctx
+def run(ctx: Context, image: str, command: tuple[str, ...], detach: bool, auto_remove: bool,
+        name: str | None, env: tuple[str, ...], env_file: tuple[str, ...], volume: tuple[str, ...],
+        tmpfs: tuple[str, ...], **kw) -> int:
+    """Run COMMAND in a new container made from IMAGE (the image's Cmd by default)."""
+    from minicontainer.container import Container
+
+    if kw["network"] not in ("none", "host"):
+        raise click.BadParameter(f"unknown network {kw['network']!r}", param_hint="--network")
+    opts = _run_options(command, env=list(env), env_files=list(env_file), volumes=list(volume),
+                        tmpfs=list(tmpfs), **kw)
+    container = Container.create(ctx.store(), image, opts, name=name, auto_remove=auto_remove,
+                                 detached=detach)
+    if detach:
+        container.run_detached()
+        click.echo(container.id)
+        return 0
+    return container.run_foreground()
+
+
+@cli.command()
+@click.option("-a", "--all", "show_all", is_flag=True, help="Show stopped containers too.")
+@click.option("-q", "--quiet", is_flag=True, help="Only print ids.")
+@pass_ctx
+def ps(ctx: Context, show_all: bool, quiet: bool) -> None:
+    """List containers (running ones, or all with -a)."""
+    from minicontainer.container import Container, age
+
+    rows = [c for c in Container.all(ctx.store()) if show_all or c.running]
+    if quiet:
+        for c in rows:
+            click.echo(c.id[:12])
+        return
+    click.echo(f"{'CONTAINER ID':<14}{'IMAGE':<20}{'COMMAND':<24}{'CREATED':<26}{'STATUS':<36}"
+               f"{'PID':<8}NAMES")
+    for c in rows:
+        s = c.refresh()
+        command = c.command_text()
+        command = '"' + (command if len(command) <= 20 else command[:19] + "…") + '"'
+        click.echo(f"{c.id[:12]:<14}{s.image_ref[:19]:<20}{command:<24}{age(s.created) + ' ago':<26}"
+                   f"{c.status_text():<36}{(s.pid or '') if s.status == 'running' else '':<8}{s.name}")
+
+
+@cli.command()
+@click.argument("container")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the container exits.")
+@pass_ctx
+def logs(ctx: Context, container: str, follow: bool) -> None:
+    """Print the output of a detached container."""
+    from minicontainer.container import Container
+
+    Container.find(ctx.store(), container).logs(follow=follow)
+
+
+@cli.command("exec", context_settings=_RUN_SETTINGS)
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin open.")
+@click.option("-t", "--tty", is_flag=True, help="Give the command a pseudo-terminal.")
+@click.option("-u", "--user", default=None, help="user[:group] (default: the container's user).")
+@click.option("-w", "--workdir", default=None, help="Working directory (default: the container's).")
+@click.option("-e", "--env", multiple=True, help="Set an environment variable.")
+@pass_ctx
+def exec_(ctx: Context, container: str, command: tuple[str, ...], interactive: bool, tty: bool,
+          user: str | None, workdir: str | None, env: tuple[str, ...]) -> int:
+    """Run COMMAND inside a running container (all its namespaces, its root, its cgroup)."""
+    from minicontainer.container import Container
+
+    return Container.find(ctx.store(), container).exec(
+        list(command), interactive=interactive, tty=tty, user=user, workdir=workdir, env=list(env))
+
+
+@cli.command()
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-t", "--time", "timeout", type=float, default=10, show_default=True,
+              help="Seconds to wait after SIGTERM before SIGKILL.")
+@pass_ctx
+def stop(ctx: Context, containers: tuple[str, ...], timeout: float) -> None:
+    """Stop containers: SIGTERM, then SIGKILL after a grace period."""
+    from minicontainer.container import Container
+
+    store = ctx.store()
+    for ref in containers:
+        Container.find(store, ref).stop(timeout)
+        click.echo(ref)
+
+
+@cli.command()
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-s", "--signal", "sig", default="KILL", show_default=True, help="Signal name or number.")
+@pass_ctx
+def kill(ctx: Context, containers: tuple[str, ...], sig: str) -> None:
+    """Send a signal to the containers' PID 1."""
+    import signal as signals
+
+    from minicontainer.container import Container
+    from minicontainer.errors import ContainerError
+
+    name = sig.upper().removeprefix("SIG")
+    try:
+        number = int(name) if name.isdigit() else int(getattr(signals, "SIG" + name))
+    except AttributeError:
+        raise ContainerError(f"invalid signal: {sig}") from None
+    store = ctx.store()
+    for ref in containers:
+        Container.find(store, ref).kill(number)
+        click.echo(ref)
+
+
+@cli.command()
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Kill running containers first.")
+@pass_ctx
+def rm(ctx: Context, containers: tuple[str, ...], force: bool) -> None:
+    """Remove containers (their writable layer, bundle, log and state)."""
+    from minicontainer.container import Container
+
+    store = ctx.store()
+    for ref in containers:
+        Container.find(store, ref).remove(force=force)
+        click.echo(ref)
+
+
+@cli.group("container")
+def container_group() -> None:
+    """Manage containers."""
+
+
+@container_group.command("prune")
+@pass_ctx
+def container_prune(ctx: Context) -> None:
+    """Remove all stopped containers."""
+    from minicontainer.container import prune
+
+    for container_id in prune(ctx.store()):
+        click.echo(container_id)
+
+
+container_group.add_command(ps, "ls")
+container_group.add_command(rm, "rm")
+
+
+@container_group.command("inspect")
+@click.argument("containers", nargs=-1, required=True)
+@pass_ctx
+def container_inspect(ctx: Context, containers: tuple[str, ...]) -> None:
+    """Show containers as JSON: state, pid, namespaces, rootfs, bundle, config."""
+    import json
+
+    from minicontainer.container import Container
+
+    store = ctx.store()
+    click.echo(json.dumps([Container.find(store, ref).inspect() for ref in containers], indent=2))
+
 
 # ---------------------------------------------------------------- network
 # network ls, create, rm, inspect
