@@ -40,6 +40,7 @@ from minicontainer import linux
 from minicontainer.bundle import (A_LAYERS_DIR, A_LOWERDIR, A_ROOTFS_MODE, A_UPPERDIR, A_USER,
                                   A_WORKDIR, DEFAULT_PATH)
 from minicontainer.errors import CommandNotExecutable, CommandNotFound, ContainerError
+from minicontainer.explain import SILENT, Narration, Symbol, call, flag_names
 from minicontainer.store import read_json
 
 # Signals the foreground CLI passes on to the container's PID 1, as `docker run` does.
@@ -132,11 +133,12 @@ class Child:
     pty_slave: int | None = None
     user: User | None = None
     env: dict[str, str] = field(default_factory=dict)
+    narrator: Narration = SILENT        # --explain: each step says what it does
 
 
 # ---------------------------------------------------------------- the parent side
 
-def start(bundle: Bundle, stdio: Stdio) -> Started:
+def start(bundle: Bundle, stdio: Stdio, narrator: Narration = SILENT) -> Started:
     """Create the container's process from the bundle and let it run up to execve.
 
     Returns once the command is running (or raises: CommandNotFound,
@@ -145,14 +147,14 @@ def start(bundle: Bundle, stdio: Stdio) -> Started:
     """
     parent_sock, child_sock = _socketpair()
     child = Child(bundle, bundle.config["process"], child_sock, stdio=stdio,
-                  user_spec=bundle.annotation(A_USER))
+                  narrator=narrator, user_spec=bundle.annotation(A_USER))
     pid = _fork_into_pid_namespace("pid" in bundle.namespace_types(), None,
-                                   lambda: _child_main(child, CHILD_STEPS, parent_sock))
+                                   lambda: _child_main(child, CHILD_STEPS, parent_sock), narrator)
     child.sock.close()
     try:
         _expect(parent_sock, pid, "ready")
         for step in HOST_STEPS:
-            step(pid, bundle)
+            step(pid, bundle, narrator)
         _send(parent_sock, {"type": "go"})
         return Started(pid, _until_exec(parent_sock, pid))
     except BaseException:
@@ -162,7 +164,8 @@ def start(bundle: Bundle, stdio: Stdio) -> Started:
         parent_sock.close()
 
 
-def exec_process(target_pid: int, process: dict[str, Any], user_spec: str, stdio: Stdio) -> Started:
+def exec_process(target_pid: int, process: dict[str, Any], user_spec: str, stdio: Stdio, *,
+                 narrator: Narration = SILENT) -> Started:
     """Start one more process inside a running container (like `runc exec`).
 
     It joins every namespace of the container's PID 1, its root directory and
@@ -183,11 +186,11 @@ def exec_process(target_pid: int, process: dict[str, Any], user_spec: str, stdio
     if os.stat(proc / "ns/pid").st_ino != os.stat(own / "pid").st_ino:
         pid_ns = os.open(proc / "ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     parent_sock, child_sock = _socketpair()
-    child = Child(None, process, child_sock, stdio=stdio, user_spec=user_spec,
+    child = Child(None, process, child_sock, stdio=stdio, user_spec=user_spec, narrator=narrator,
                   target_pid=target_pid, join_fds=join_fds, root_fd=root_fd)
     try:
         pid = _fork_into_pid_namespace(pid_ns is not None, pid_ns,
-                                       lambda: _child_main(child, EXEC_STEPS, parent_sock))
+                                       lambda: _child_main(child, EXEC_STEPS, parent_sock), narrator)
     finally:
         for fd in [f for f, _ in join_fds] + [root_fd] + ([pid_ns] if pid_ns is not None else []):
             os.close(fd)
@@ -211,7 +214,7 @@ def _socketpair() -> tuple[socket.socket, socket.socket]:
 
 
 def _fork_into_pid_namespace(new_pid_ns: bool, join_fd: int | None,
-                             child_body: Callable[[], None]) -> int:
+                             child_body: Callable[[], None], narrator: Narration = SILENT) -> int:
     """fork(2) a child that is PID 1 of a new PID namespace (or a member of `join_fd`'s).
 
     unshare(CLONE_NEWPID) and setns(CLONE_NEWPID) do not move the caller: they
@@ -227,8 +230,12 @@ def _fork_into_pid_namespace(new_pid_ns: bool, join_fd: int | None,
                 linux.unshare(linux.CLONE_NEWPID)
             else:
                 linux.setns(join_fd, linux.CLONE_NEWPID)
+            narrator.step(lambda: call("unshare" if join_fd is None else "setns", Symbol("CLONE_NEWPID")),
+                          "PID namespaces apply to the children we fork next, not to us")
         pid = os.fork()
         if pid == 0:
+            narrator.step(lambda: f"fork() = {os.readlink('/proc/self')} on the host, {os.getpid()} inside",
+                          "one process, two pids: the host's /proc still shows the host's number")
             child_body()  # never returns
         return pid
     finally:
@@ -394,12 +401,12 @@ def _write_all(fd: int, data: bytes) -> None:
 
 # Host-side steps run by the parent between the child's "ready" and "go": the
 # child is in its new namespaces but has not mounted or executed anything yet.
-# Each takes (child pid, bundle). Placing the child in its cgroup and plugging
+# Each takes (child pid, bundle, narrator). Placing the child in its cgroup and plugging
 # a network interface into its network namespace belong here.
-HOST_STEPS: tuple[Callable[[int, Bundle], None], ...] = ()
+HOST_STEPS: tuple[Callable[[int, Bundle, Narration], None], ...] = ()
 
 
-def release(bundle: Bundle) -> None:
+def release(bundle: Bundle, narrator: Narration = SILENT) -> None:
     """Undo what HOST_STEPS made on the host, once the container has exited (idempotent)."""
 
 
@@ -447,6 +454,8 @@ def reset_signals(child: Child) -> None:
     Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive execve:
     without this, `yes | head` inside the container would never stop.
     """
+    child.narrator.step(lambda: "signal(SIGPIPE, SIG_DFL), … ; sigprocmask(SIG_SETMASK, {})",
+                        "the command must start with default signal handling, not Python's")
     for s in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS, signal.SIGWINCH):
         signal.signal(s, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -458,6 +467,7 @@ def become_session_leader(child: Child) -> None:
     Ctrl-C on the host terminal goes to the CLI, which forwards it; and with
     `-t` the container's own pseudo-terminal can become its controlling terminal.
     """
+    child.narrator.step(lambda: "setsid()", "a session of its own: the host terminal's Ctrl-C stays out")
     os.setsid()
 
 
@@ -469,6 +479,8 @@ def set_parent_death_signal(child: Child) -> None:
     credentials, so switch_user sets it again.
     """
     parent = os.getppid()
+    child.narrator.step(lambda: "prctl(PR_SET_PDEATHSIG, SIGKILL)",
+                        f"die with our parent (pid {parent}), which records the exit")
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the prctl took effect
         os._exit(137)
@@ -482,11 +494,16 @@ def unshare_namespaces(child: Child) -> None:
     unshare_cgroup_namespace).
     """
     types = [t for t in child.bundle.namespace_types() if t not in ("pid", "cgroup")]
+    child.narrator.step(lambda: call("unshare", flag_names(linux.namespace_flags(types), vars(linux),
+                                                           "CLONE_NEW")),
+                        "new, empty namespaces: " + ", ".join(types) + " (the host's stay untouched)")
     linux.unshare(linux.namespace_flags(types))
 
 
 def wait_for_parent(child: Child) -> None:
     """Tell the parent our namespaces exist; wait while it works on them from the host."""
+    child.narrator.step(lambda: 'send(sock, "ready"); recv(sock) … "go"',
+                        "wait while the parent sets up, from the host, what we cannot do from inside")
     _send(child.sock, {"type": "ready"})
     message, _ = _receive(child.sock)
     if not message or message.get("type") != "go":
@@ -500,6 +517,8 @@ def unshare_cgroup_namespace(child: Child) -> None:
     own cgroup as "/" and nothing of the host's tree above it.
     """
     if "cgroup" in child.bundle.namespace_types():
+        child.narrator.step(lambda: "unshare(CLONE_NEWCGROUP)",
+                            "now inside our cgroup: /proc/self/cgroup will show it as \"/\"")
         linux.unshare(linux.CLONE_NEWCGROUP)
 
 
@@ -511,6 +530,8 @@ def bring_loopback_up(child: Child) -> None:
     import struct
 
     SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    child.narrator.step(lambda: 'ioctl(sock, SIOCSIFFLAGS, {"lo", IFF_UP})',
+                        "a new network namespace has only lo, and it starts down")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         ifreq = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH14x", b"lo", 0))
         flags = struct.unpack("16sH14x", ifreq)[1]
@@ -524,6 +545,8 @@ def make_mounts_private(child: Child) -> None:
     propagation: on a systemd host "/" is shared, so without this step every
     mount below would appear on the host too. See mount_namespaces(7).
     """
+    child.narrator.step(lambda: call("mount", None, "/", None, Symbol("MS_REC|MS_PRIVATE"), None),
+                        "nothing we mount from now on may propagate back to the host")
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
 
 
@@ -543,6 +566,8 @@ def mount_rootfs(child: Child) -> None:
     if bundle.annotation(A_ROOTFS_MODE, "overlay") != "overlay":
         # copy mode: the rootfs is a plain directory; bind it onto itself so it
         # is a mount point (pivot_root needs one), then make it nodev.
+        child.narrator.step(lambda: call("mount", rootfs, rootfs, None, Symbol("MS_BIND|MS_REC"), None),
+                            "the copied layers become a mount point, which pivot_root needs")
         linux.mount(rootfs, rootfs, None, linux.MS_BIND | linux.MS_REC)
         linux.mount(None, rootfs, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NODEV)
         return
@@ -551,6 +576,9 @@ def mount_rootfs(child: Child) -> None:
             f"workdir={bundle.annotation(A_WORKDIR)}")
     if len(data) >= os.sysconf("SC_PAGE_SIZE"):
         raise ContainerError(f"too many layers for one overlay mount ({len(data)} bytes of options)")
+    child.narrator.step(lambda: f"chdir({os.getcwd()!r}); " + call("mount", "overlay", rootfs, "overlay",
+                                                                   Symbol("MS_NODEV"), data),
+                        "the image's layers, read-only and shared, under this container's writable upperdir")
     try:
         linux.mount("overlay", rootfs, "overlay", linux.MS_NODEV, data)
     except OSError as e:
@@ -572,12 +600,21 @@ def mount_filesystems(child: Child) -> None:
         flags, data = mount_options(m.get("options", []))
         if m.get("type") == "bind" or flags & linux.MS_BIND:
             _make_target(target, is_dir=os.path.isdir(m["source"]))
-            linux.mount(m["source"], target, None, flags & (linux.MS_BIND | linux.MS_REC))
             extra = flags & ~(linux.MS_BIND | linux.MS_REC)
+            child.narrator.step(lambda: call("mount", m["source"], target, None, flag_names(
+                flags & (linux.MS_BIND | linux.MS_REC), vars(linux), "MS_"), None) + ("; " + call(
+                    "mount", None, target, None,
+                    flag_names(linux.MS_BIND | linux.MS_REMOUNT | extra, vars(linux), "MS_"), None)
+                    if extra else ""),
+                f"{m['destination']} in the container shows the host's {m['source']}")
+            linux.mount(m["source"], target, None, flags & (linux.MS_BIND | linux.MS_REC))
             if extra:  # bind mounts ignore flags at creation: a remount applies them
                 linux.mount(None, target, None, linux.MS_BIND | linux.MS_REMOUNT | extra)
         else:
             _make_target(target, is_dir=True)
+            child.narrator.step(lambda: call("mount", m.get("source", m["type"]), target, m["type"],
+                                             flag_names(flags, vars(linux), "MS_"), data or None),
+                                f"the container's own {m['destination']} ({m['type']})")
             linux.mount(m.get("source", m["type"]), target, m["type"], flags, data or None)
 
 
@@ -644,12 +681,17 @@ def create_devices(child: Child) -> None:
     for name in DEVICES:
         target = os.path.join(dev, name)
         _make_target(target, is_dir=False)
+        child.narrator.step(lambda: call("mount", f"/dev/{name}", target, None, Symbol("MS_BIND"), None),
+                            f"/dev/{name} is the host's own device; no other host device is visible")
         linux.mount(f"/dev/{name}", target, None, linux.MS_BIND)
 
 
 def create_dev_links(child: Child) -> None:
     """symlink(2) /dev/fd, stdin, stdout, stderr to /proc/self/fd, and ptmx to pts/ptmx."""
     dev = os.path.join(str(child.bundle.rootfs), "dev")
+    child.narrator.step(lambda: "; ".join(f"symlink({target!r}, {os.path.join(dev, name)!r})"
+                                          for name, target in DEV_LINKS.items()),
+                        "the /dev links programs expect (/dev/stdin, /dev/fd, …)")
     for name, target in DEV_LINKS.items():
         if not os.path.lexists(os.path.join(dev, name)):
             os.symlink(target, os.path.join(dev, name))
@@ -667,6 +709,8 @@ def setup_console(child: Child) -> None:
         return
     root = str(child.bundle.rootfs) if child.bundle else "/"
     child.pty_slave, slave_path = _open_pty_and_send_master(child, os.path.join(root, "dev/pts"))
+    child.narrator.step(lambda: f"open({os.path.join(root, 'dev/pts/ptmx')!r}) → {slave_path}",
+                        "a terminal from the container's own devpts; the parent gets its master (SCM_RIGHTS)")
     if child.bundle:
         console = os.path.join(root, "dev/console")
         _make_target(console, is_dir=False)
@@ -706,11 +750,17 @@ def pivot_into_rootfs(child: Child) -> None:
     new_root = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fchdir(new_root)
+        child.narrator.step(lambda: f"chdir({rootfs!r}); " + call("pivot_root", ".", ".") + "; "
+                            + call("umount2", ".", Symbol("MNT_DETACH")),
+                            "the rootfs becomes /, and the host's root, stacked on it, is detached")
         try:
             linux.pivot_root(".", ".")
         except OSError as e:
             if e.errno != errno.EINVAL:
                 raise
+            child.narrator.step(lambda: call("mount", rootfs, "/", None, Symbol("MS_MOVE"), None)
+                                + '; chroot(".")',
+                                "pivot_root refused (EINVAL: the host's root is an initramfs): move + chroot")
             _move_root_and_chroot(rootfs)
             return
         os.fchdir(old_root)  # "." is now the old root, stacked over the new one
@@ -743,6 +793,10 @@ def mask_paths(child: Child) -> None:
     See mount(2) for MS_BIND|MS_REMOUNT.
     """
     linux_cfg = child.bundle.config.get("linux", {})
+    child.narrator.step(lambda: f"mount(P, P, NULL, MS_BIND|MS_REC) + remount MS_RDONLY for P in "
+                        f"{linux_cfg.get('readonlyPaths', [])}; mount(tmpfs or /dev/null, P, …, MS_RDONLY) "
+                        f"for P in {linux_cfg.get('maskedPaths', [])}",
+                        "kernel knobs become read-only, kernel secrets (/proc/kcore, …) invisible")
     for path in linux_cfg.get("readonlyPaths", []):
         if os.path.exists(path):
             linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
@@ -761,6 +815,9 @@ def make_root_readonly(child: Child) -> None:
     Only the root mount: /dev, /proc, --tmpfs and -v mounts keep their own modes.
     """
     if child.bundle.config["root"].get("readonly"):
+        child.narrator.step(lambda: call("mount", None, "/", None,
+                                         Symbol("MS_BIND|MS_REMOUNT|MS_RDONLY|MS_NODEV"), None),
+                            "--read-only: the root filesystem refuses writes")
         linux.mount(None, "/", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NODEV)
 
 
@@ -768,6 +825,8 @@ def set_hostname(child: Child) -> None:
     """sethostname(2) in our UTS namespace (uts_namespaces(7)); the host's name is untouched."""
     hostname = child.bundle.config.get("hostname")
     if hostname and "uts" in child.bundle.namespace_types():
+        child.narrator.step(lambda: call("sethostname", hostname),
+                            "in our UTS namespace: the host keeps its name")
         linux.sethostname(hostname)
 
 
@@ -784,6 +843,10 @@ def resolve_user(child: Child) -> None:
              _home_of(given.get("uid", 0), "/etc/passwd"))
     child.env = dict(e.partition("=")[::2] for e in child.process.get("env", []))
     child.env.setdefault("HOME", child.user.home)
+    child.narrator.step(lambda: f"read the image's /etc/passwd, /etc/group: {spec or given.get('uid', 0)!r}: "
+                        f"uid={child.user.uid} gid={child.user.gid} groups={child.user.groups} "
+                        f"HOME={child.env['HOME']}",
+                        "names mean what the image's files say, never what the host's say")
 
 
 def lookup_user(spec: str, passwd: str, group: str) -> User:
@@ -835,6 +898,7 @@ def create_working_directory(child: Child) -> None:
     cwd = child.process.get("cwd", "/")
     if os.path.exists(cwd) and not os.path.isdir(cwd):
         raise ContainerError(f"the working directory {cwd} is not a directory")
+    child.narrator.step(lambda: f"mkdir -p {cwd}", "the working directory must exist, as Docker makes it")
     os.makedirs(cwd, mode=0o755, exist_ok=True)
 
 
@@ -847,6 +911,8 @@ def setup_stdio(child: Child) -> None:
         fds = (child.pty_slave,) * 3
     else:
         fds = (child.stdio.stdin, child.stdio.stdout, child.stdio.stderr)
+    child.narrator.step(lambda: "; ".join(f"dup2({fd}, {target})" for target, fd in enumerate(fds)),
+                        "the command's stdin, stdout and stderr")
     for target, fd in enumerate(fds):
         if fd != target:
             os.dup2(fd, target)
@@ -858,6 +924,9 @@ def switch_user(child: Child) -> None:
     """setgroups(2), setresgid(2), setresuid(2): become the container's user (groups first,
     while we still may change them)."""
     user = child.user
+    child.narrator.step(lambda: f"setgroups({user.groups}); setresgid({user.gid}, {user.gid}, {user.gid}); "
+                        f"setresuid({user.uid}, {user.uid}, {user.uid})",
+                        "become the container's user; from here on the kernel checks its permissions")
     os.setgroups(user.groups)
     os.setresgid(user.gid, user.gid, user.gid)
     os.setresuid(user.uid, user.uid, user.uid)
@@ -867,6 +936,7 @@ def switch_user(child: Child) -> None:
 def enter_working_directory(child: Child) -> None:
     """chdir(2) to process.cwd, as the container's user (so permissions are checked as that user)."""
     cwd = child.process.get("cwd", "/")
+    child.narrator.step(lambda: call("chdir", cwd), "as the container's user, so its permissions apply")
     try:
         os.chdir(cwd)
     except OSError as e:
@@ -880,9 +950,13 @@ def close_other_fds(child: Child) -> None:
     runc's CVE-2024-21626 leaked an fd of the host's /sys/fs/cgroup, and a
     container could chdir through it to the host's root.
     """
-    keep = child.sock.fileno()
-    os.closerange(3, keep)
-    os.closerange(keep + 1, 1 << 20)
+    child.narrator.step(lambda: "close_range(3, ~0U) except the parent's socket (O_CLOEXEC)",
+                        "no descriptor of the runtime may leak into the container")
+    low = 3
+    for keep in sorted({child.sock.fileno(), *child.narrator.fds()}):  # both O_CLOEXEC: execve closes them
+        os.closerange(low, keep)
+        low = keep + 1
+    os.closerange(low, 1 << 20)
 
 
 def exec_command(child: Child) -> None:
@@ -894,6 +968,9 @@ def exec_command(child: Child) -> None:
     args = child.process["args"]
     program = args[0]
     path = program if "/" in program else _look_path(program, child.env.get("PATH", DEFAULT_PATH))
+    child.narrator.step(lambda: call("execve", path, args, [f"{k}={v}" for k, v in child.env.items()])
+                        + f" as uid {os.getuid()} gid {os.getgid()}",
+                        "this process becomes the command: nothing of the runtime stays inside")
     try:
         os.execve(path, args, child.env)
     except OSError as e:
@@ -925,6 +1002,8 @@ def make_non_dumpable(child: Child) -> None:
     runtime binary - or ptrace us while we still hold host descriptors.
     execve of the command makes the process dumpable again.
     """
+    child.narrator.step(lambda: "prctl(PR_SET_DUMPABLE, 0)",
+                        "nobody in the container may ptrace us or open our /proc/PID/exe")
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
 
 
@@ -945,12 +1024,17 @@ def join_cgroups(child: Child) -> None:
             base = Path("/sys/fs/cgroup") / controllers.removeprefix("name=")
         procs = base / path.lstrip("/") / "cgroup.procs"
         if procs.exists():
+            child.narrator.step(lambda: f"write {procs} ← {os.getpid()}",
+                                f"join PID {child.target_pid}'s cgroup: its limits apply to us too")
             procs.write_text(str(os.getpid()))
 
 
 def join_namespaces(child: Child) -> None:
     """setns(2) into each of the container's namespaces, the mount namespace last."""
     for fd, flag in child.join_fds:
+        child.narrator.step(lambda: f"setns(open(\"/proc/{child.target_pid}/ns/…\") = {fd}, "
+                            f"{flag_names(flag, vars(linux), 'CLONE_NEW')})",
+                            f"enter the namespace of the container's PID 1 (host pid {child.target_pid})")
         linux.setns(fd, flag)
 
 
@@ -960,6 +1044,8 @@ def enter_container_root(child: Child) -> None:
     Joining a mount namespace does not by itself put us at the container's
     root; its PID 1's root directory is exactly where it lives.
     """
+    child.narrator.step(lambda: f"fchdir(open(\"/proc/{child.target_pid}/root\")); chroot(\".\")",
+                        "the container's root directory, where its PID 1 lives")
     os.fchdir(child.root_fd)
     os.chroot(".")
     os.chdir("/")
