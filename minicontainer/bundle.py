@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from minicontainer import cgroups, security
 from minicontainer.errors import ContainerError
 from minicontainer.store import atomic_write_json
 
@@ -38,24 +39,6 @@ A_UPPERDIR = "org.minicontainer.rootfs.upperdir"
 A_WORKDIR = "org.minicontainer.rootfs.workdir"
 A_USER = "org.minicontainer.user"                        # `-u` / image User, resolved inside the root
 A_IMAGE = "org.minicontainer.image"
-
-# Docker's default capability set (moby oci/caps/defaults.go).
-DEFAULT_CAPABILITIES = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
-    "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-]
-
-# Docker's defaults: files under /proc and /sys that leak host information or
-# offer host-wide knobs are hidden (masked) or made read-only.
-DEFAULT_MASKED_PATHS = [
-    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
-    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-    "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
-]
-DEFAULT_READONLY_PATHS = [
-    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-]
 
 NAMESPACE_TYPES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
 
@@ -80,6 +63,16 @@ class RunOptions:
     pid: str = "private"                   # "private" or "host"
     uts: str = "private"
     ipc: str = "private"
+    # limits (cgroups.py) and confinement (security.py), Docker's flags
+    memory: str | None = None
+    memory_swap: str | None = None
+    cpus: str | None = None
+    cpu_shares: int | None = None
+    pids_limit: int | None = None
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
+    security_opt: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -259,6 +252,17 @@ def numeric_user(spec: str | None) -> tuple[int, int]:
     return uid, gid
 
 
+def resources(opts: RunOptions) -> dict[str, Any]:
+    """OCI `linux.resources`: the limit flags, plus runc's device allow-list (all for --privileged)."""
+    swap_accounting = True
+    if opts.memory is not None and opts.memory_swap is None:
+        swap_accounting = cgroups.detect().can_limit_swap()  # Docker's 2x default needs it
+    limits = cgroups.resources_from_flags(memory=opts.memory, memory_swap=opts.memory_swap,
+                                          cpus=opts.cpus, cpu_shares=opts.cpu_shares,
+                                          pids_limit=opts.pids_limit, swap_accounting=swap_accounting)
+    return {**limits, "devices": cgroups.default_devices(opts.privileged)}
+
+
 def build_config(container_id: str, image_id: str, image_config: dict[str, Any],
                  opts: RunOptions, rootfs: RootfsPlan, etc_dir: Path) -> dict[str, Any]:
     """The OCI runtime-spec config.json of one container, as a dict."""
@@ -266,6 +270,11 @@ def build_config(container_id: str, image_id: str, image_config: dict[str, Any],
     hostname = default_hostname(container_id, opts)
     user = opts.user if opts.user is not None else (cfg.get("User") or "")
     uid, gid = numeric_user(user)
+    # A user given by name counts as uid 0 here; harmless: execve(2) empties a
+    # non-root user's permitted and effective sets whatever this config says.
+    caps = security.capabilities(opts.cap_add, opts.cap_drop, opts.privileged)
+    secopts = security.parse_security_opts(opts.security_opt)
+    confined = secopts.seccomp and not opts.privileged  # Docker: --privileged is unconfined
     cwd = opts.workdir or cfg.get("WorkingDir") or "/"
     if not cwd.startswith("/"):
         raise ContainerError(f"the working directory {cwd!r} is invalid, it needs to be an absolute path")
@@ -291,18 +300,19 @@ def build_config(container_id: str, image_id: str, image_config: dict[str, Any],
             "args": command_line(cfg, opts),
             "env": environment(cfg, opts, hostname),
             "cwd": os.path.normpath(cwd),
-            "capabilities": {k: list(DEFAULT_CAPABILITIES)
-                             for k in ("bounding", "effective", "permitted")},
-            "noNewPrivileges": False,
+            "capabilities": security.process_capabilities(caps, uid),
+            "noNewPrivileges": secopts.no_new_privileges,
         },
         "root": {"path": "rootfs", "readonly": opts.read_only},
         "hostname": hostname,
         "mounts": mounts,
         "linux": {
             "namespaces": namespaces(opts),
-            "resources": {},
-            "maskedPaths": list(DEFAULT_MASKED_PATHS),
-            "readonlyPaths": list(DEFAULT_READONLY_PATHS),
+            "cgroupsPath": f"{cgroups.PARENT}/{container_id}",
+            "resources": resources(opts),
+            "maskedPaths": [] if opts.privileged else list(security.DEFAULT_MASKED_PATHS),
+            "readonlyPaths": [] if opts.privileged else list(security.DEFAULT_READONLY_PATHS),
+            **({"seccomp": security.default_seccomp_profile(caps)} if confined else {}),
         },
         "annotations": annotations,
     }

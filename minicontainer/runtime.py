@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minicontainer import linux
+from minicontainer import cgroups, linux, security
 from minicontainer.bundle import (A_LAYERS_DIR, A_LOWERDIR, A_ROOTFS_MODE, A_UPPERDIR, A_USER,
                                   A_WORKDIR, DEFAULT_PATH)
 from minicontainer.errors import CommandNotExecutable, CommandNotFound, ContainerError
@@ -134,6 +134,7 @@ class Child:
     user: User | None = None
     env: dict[str, str] = field(default_factory=dict)
     narrator: Narration = SILENT        # --explain: each step says what it does
+    seccomp: dict[str, Any] | None = None  # the container's linux.seccomp (exec gets it too)
 
 
 # ---------------------------------------------------------------- the parent side
@@ -147,7 +148,8 @@ def start(bundle: Bundle, stdio: Stdio, narrator: Narration = SILENT) -> Started
     """
     parent_sock, child_sock = _socketpair()
     child = Child(bundle, bundle.config["process"], child_sock, stdio=stdio,
-                  narrator=narrator, user_spec=bundle.annotation(A_USER))
+                  narrator=narrator, user_spec=bundle.annotation(A_USER),
+                  seccomp=bundle.config.get("linux", {}).get("seccomp"))
     pid = _fork_into_pid_namespace("pid" in bundle.namespace_types(), None,
                                    lambda: _child_main(child, CHILD_STEPS, parent_sock), narrator)
     child.sock.close()
@@ -165,7 +167,8 @@ def start(bundle: Bundle, stdio: Stdio, narrator: Narration = SILENT) -> Started
 
 
 def exec_process(target_pid: int, process: dict[str, Any], user_spec: str, stdio: Stdio, *,
-                 narrator: Narration = SILENT) -> Started:
+                 narrator: Narration = SILENT,
+                 seccomp: dict[str, Any] | None = None) -> Started:
     """Start one more process inside a running container (like `runc exec`).
 
     It joins every namespace of the container's PID 1, its root directory and
@@ -187,7 +190,7 @@ def exec_process(target_pid: int, process: dict[str, Any], user_spec: str, stdio
         pid_ns = os.open(proc / "ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     parent_sock, child_sock = _socketpair()
     child = Child(None, process, child_sock, stdio=stdio, user_spec=user_spec, narrator=narrator,
-                  target_pid=target_pid, join_fds=join_fds, root_fd=root_fd)
+                  target_pid=target_pid, join_fds=join_fds, root_fd=root_fd, seccomp=seccomp)
     try:
         pid = _fork_into_pid_namespace(pid_ns is not None, pid_ns,
                                        lambda: _child_main(child, EXEC_STEPS, parent_sock), narrator)
@@ -403,11 +406,42 @@ def _write_all(fd: int, data: bytes) -> None:
 # child is in its new namespaces but has not mounted or executed anything yet.
 # Each takes (child pid, bundle, narrator). Placing the child in its cgroup and plugging
 # a network interface into its network namespace belong here.
-HOST_STEPS: tuple[Callable[[int, Bundle, Narration], None], ...] = ()
+def place_in_cgroup(pid: int, bundle: Bundle, narrator: Narration = SILENT) -> None:
+    """mkdir(2) the container's cgroup, write its limits, write the child's pid in (cgroups(7)).
+
+    Before "go": the command must never run a moment unlimited, and the child
+    unshares its cgroup namespace only once it is inside (so it sees its own
+    cgroup as "/").
+    """
+    cgroup = container_cgroup(bundle)
+    narrator.step(lambda: "mkdir(2) " + " ".join(str(d) for d in cgroup.directories()),
+                  "a cgroup for the container, its limits written before its command runs")
+    cgroup.create(bundle.config.get("linux", {}).get("resources"))
+    narrator.step(lambda: f"write {pid} to cgroup.procs", "the child and all it forks are now limited")
+    cgroup.add(pid)
+
+
+def container_cgroup(bundle: Bundle) -> cgroups.Cgroup:
+    """The container's cgroup, from linux.cgroupsPath (`minicontainer/<id>`)."""
+    path = bundle.config.get("linux", {}).get("cgroupsPath") or f"{cgroups.PARENT}/{bundle.path.name}"
+    return cgroups.Cgroup(path, cgroups.detect())
+
+
+def oom_killed(bundle: Bundle) -> bool:
+    """Whether the kernel's OOM killer struck inside the container (read before release)."""
+    cgroup = container_cgroup(bundle)
+    return cgroup.exists() and cgroup.oom_killed()
+
+
+HOST_STEPS: tuple[Callable[[int, Bundle, Narration], None], ...] = (place_in_cgroup,)
 
 
 def release(bundle: Bundle, narrator: Narration = SILENT) -> None:
     """Undo what HOST_STEPS made on the host, once the container has exited (idempotent)."""
+    cgroup = container_cgroup(bundle)
+    narrator.step(lambda: "rmdir(2) " + " ".join(str(d) for d in cgroup.directories() if d.is_dir()),
+                  "the container's cgroup goes once its last process is gone (any left are killed)")
+    cgroup.destroy()  # kills any process left, then rmdir
 
 
 # ---------------------------------------------------------------- the child side
@@ -920,6 +954,28 @@ def setup_stdio(child: Child) -> None:
             os.set_inheritable(fd, True)
 
 
+def restrict_privileges(child: Child) -> None:
+    """Before the user switch: no_new_privs, seccomp, bounding set, KEEPCAPS — prctl(2), seccomp(2).
+
+    Details, and the attack each one stops, in security.py.
+    """
+    caps, nnp, seccomp = child.process.get("capabilities") or {}, child.process.get("noNewPrivileges"), child.seccomp
+    child.narrator.step(lambda: f"prctl(PR_SET_NO_NEW_PRIVS, {int(bool(nnp))}); "
+                        f"prctl(PR_CAPBSET_DROP, …) keeping {caps.get('bounding', [])}; "
+                        + (f"seccomp(SECCOMP_SET_MODE_FILTER): default {seccomp.get('defaultAction')}, "
+                           f"{len(seccomp.get('syscalls', []))} rules" if seccomp else "no seccomp"),
+                        "while still root: what the command may never regain, and the syscalls it may make")
+    security.before_user_switch(child.process, child.seccomp)
+
+
+def drop_privileges(child: Child) -> None:
+    """After the user switch: capset(2) to the config's capability sets (then seccomp, with no_new_privs)."""
+    caps = child.process.get("capabilities") or {}
+    child.narrator.step(lambda: f"capset(effective={caps.get('effective', [])}, …)",
+                        "root in a container is root with only these capabilities")
+    security.after_user_switch(child.process, child.seccomp)
+
+
 def switch_user(child: Child) -> None:
     """setgroups(2), setresgid(2), setresuid(2): become the container's user (groups first,
     while we still may change them)."""
@@ -1052,8 +1108,7 @@ def enter_container_root(child: Child) -> None:
 
 
 # The child's sequence for `run`, in runc's order (libcontainer/rootfs_linux.go,
-# standard_init_linux.go). Capabilities, no_new_privs and seccomp go between
-# switch_user and close_other_fds.
+# standard_init_linux.go).
 CHILD_STEPS: tuple[Callable[[Child], None], ...] = (
     reset_signals,
     become_session_leader,
@@ -1075,7 +1130,9 @@ CHILD_STEPS: tuple[Callable[[Child], None], ...] = (
     resolve_user,
     create_working_directory,
     setup_stdio,
+    restrict_privileges,
     switch_user,
+    drop_privileges,
     enter_working_directory,
     close_other_fds,
     exec_command,
@@ -1093,7 +1150,9 @@ EXEC_STEPS: tuple[Callable[[Child], None], ...] = (
     setup_console,
     resolve_user,
     setup_stdio,
+    restrict_privileges,
     switch_user,
+    drop_privileges,
     enter_working_directory,
     close_other_fds,
     exec_command,

@@ -82,9 +82,19 @@ def last_capability() -> int:
 
 
 def all_capabilities() -> list[str]:
-    """Every capability known both here and to the running kernel (what --privileged gets)."""
+    """Every capability this runtime holds itself (what --privileged gets).
+
+    Known to the kernel (cap_last_cap) and in our own bounding set: a process
+    cannot hand out what it lacks (capset(2) would fail with EPERM), and the
+    runtime may itself run confined, say inside another container.
+    """
     last = last_capability()
-    return [name for name, bit in CAPABILITIES.items() if bit <= last]
+    try:
+        status = Path("/proc/self/status").read_text()
+        own = int(status.split("CapBnd:")[1].split()[0], 16)
+    except (OSError, IndexError, ValueError):
+        own = (1 << (last + 1)) - 1
+    return [name for name, bit in CAPABILITIES.items() if bit <= last and own & (1 << bit)]
 
 
 def normalize_capability(name: str, flag: str) -> str:
