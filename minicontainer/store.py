@@ -2,8 +2,10 @@
 
 Layout (root `/var/lib/minicontainer`, or `--root` / `MINICONTAINER_ROOT`):
 
-    layers/<hex>/         one unpacked layer (the hex of its diff_id), read-only once
-                          renamed into place; shared by every image and container using it
+    layers/<hex>/         one unpacked layer (the hex of its chain id: for the lowest layer
+                          its diff_id, above it the layer plus everything below), read-only
+                          once renamed into place; shared by every image and container using it
+    layers/<hex>.json     its diff_id, size in bytes and file count
     images/<hex>/         one image (the hex of its config digest = its id):
                           config.json (the exact bytes of the archive's config) and
                           image.json (layer list, tags, sizes)
@@ -11,6 +13,8 @@ Layout (root `/var/lib/minicontainer`, or `--root` / `MINICONTAINER_ROOT`):
                           upper/ and work/ (its writable layer), state.json, log
     tmp/                  staging: everything is built here, then renamed into place
     locks/                lock files (flock) so that concurrent commands cooperate
+    archives/             archive file (path, inode, size, mtime) → the image ids it holds,
+                          so loading the same file again reads nothing but this note
 
 Two habits keep the store consistent whatever happens (Ctrl-C, kill -9, a full
 disk): nothing is written in place (write a temporary file or directory on the
@@ -74,6 +78,10 @@ class Store:
     @property
     def locks(self) -> Path:
         return self.root / "locks"
+
+    @property
+    def archive_cache(self) -> Path:
+        return self.root / "archives"
 
     def layer_dir(self, diff_id: str) -> Path:
         return self.layers / digest_hex(diff_id)
