@@ -252,6 +252,19 @@ def numeric_user(spec: str | None) -> tuple[int, int]:
     return uid, gid
 
 
+def _dev_without_new_devices(mounts: list[dict[str, Any]]) -> None:
+    """Mount the container's /dev nodev: only the runtime's own device nodes work there.
+
+    Stops: `mknod /dev/sda b 8 0` then reading the host's disk, on hosts where
+    no devices cgroup can refuse it (cgroup v2 has none without eBPF). The
+    runtime bind-mounts null, zero, … from the host, and a bind mount keeps the
+    flags of its source, so they still work. --privileged keeps /dev usable.
+    """
+    for mount in mounts:
+        if mount["destination"] == "/dev" and "nodev" not in mount["options"]:
+            mount["options"].append("nodev")
+
+
 def resources(opts: RunOptions) -> dict[str, Any]:
     """OCI `linux.resources`: the limit flags, plus runc's device allow-list (all for --privileged)."""
     swap_accounting = True
@@ -279,6 +292,8 @@ def build_config(container_id: str, image_id: str, image_config: dict[str, Any],
     if not cwd.startswith("/"):
         raise ContainerError(f"the working directory {cwd!r} is invalid, it needs to be an absolute path")
     mounts = default_mounts()
+    if not opts.privileged:
+        _dev_without_new_devices(mounts)
     mounts += write_etc_files(etc_dir, hostname, opts.network)
     mounts += [parse_volume(v) for v in opts.volumes]
     mounts += [parse_tmpfs(t) for t in opts.tmpfs]
