@@ -39,6 +39,11 @@ A_UPPERDIR = "org.minicontainer.rootfs.upperdir"
 A_WORKDIR = "org.minicontainer.rootfs.workdir"
 A_USER = "org.minicontainer.user"                        # `-u` / image User, resolved inside the root
 A_IMAGE = "org.minicontainer.image"
+A_NAME = "org.minicontainer.name"                        # the container's name (its /etc/hosts line)
+A_STORE = "org.minicontainer.store"                      # the store root (networks' IPAM lives there)
+A_NETWORK = "org.minicontainer.network"                  # bridge network to attach to (absent: none)
+A_NETWORK_IP = "org.minicontainer.network.ip"            # --ip
+A_NETWORK_PORTS = "org.minicontainer.network.ports"      # -p specs, comma-joined
 
 NAMESPACE_TYPES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
 
@@ -59,7 +64,12 @@ class RunOptions:
     volumes: list[str] = field(default_factory=list)
     tmpfs: list[str] = field(default_factory=list)
     read_only: bool = False
-    network: str = "none"                  # "none": a new namespace with only lo; "host": the host's
+    network: str = "none"                  # none: only lo; host: the host's; bridge or NAME: a veth
+                                           # on that bridge network (the CLI's default, as Docker's);
+                                           # container:NAME: that container's
+    network_namespace: str = ""            # container:NAME resolved: /proc/<its pid>/ns/net
+    ip: str | None = None                  # --ip on a bridge network
+    publish: list[str] = field(default_factory=list)  # -p [HOSTIP:]HOSTPORT:CTRPORT[/PROTO]
     pid: str = "private"                   # "private" or "host"
     uts: str = "private"
     ipc: str = "private"
@@ -238,10 +248,27 @@ def default_hostname(container_id: str, opts: RunOptions) -> str:
 
 
 def namespaces(opts: RunOptions) -> list[dict[str, str]]:
-    """The namespaces to create; one left out of the list is shared with the host (runtime-spec)."""
+    """The namespaces to create; one left out of the list is shared with the host (runtime-spec).
+
+    An entry with a `path` is joined instead of created: `--network container:NAME`.
+    """
     shared = {"pid": opts.pid == "host", "network": opts.network == "host",
               "uts": opts.uts == "host", "ipc": opts.ipc == "host"}
-    return [{"type": t} for t in NAMESPACE_TYPES if not shared.get(t, False)]
+    joined = {"network": opts.network_namespace}
+    return [{"type": t, **({"path": joined[t]} if joined.get(t) else {})}
+            for t in NAMESPACE_TYPES if not shared.get(t, False)]
+
+
+def network_annotations(opts: RunOptions) -> dict[str, str]:
+    """What the runtime's network step needs: the bridge network, --ip and -p (network.py)."""
+    from minicontainer.network import NetworkMode
+
+    mode = NetworkMode.parse(opts.network)
+    if mode.kind != "bridge":
+        if opts.ip or opts.publish:
+            raise ContainerError(f"--ip and -p need a bridge network, not --network {opts.network}")
+        return {}
+    return {A_NETWORK: mode.name, A_NETWORK_IP: opts.ip or "", A_NETWORK_PORTS: ",".join(opts.publish)}
 
 
 def numeric_user(spec: str | None) -> tuple[int, int]:
@@ -307,6 +334,7 @@ def build_config(container_id: str, image_id: str, image_config: dict[str, Any],
     }
     if user:
         annotations[A_USER] = user
+    annotations.update(network_annotations(opts))
     return {
         "ociVersion": OCI_VERSION,
         "process": {

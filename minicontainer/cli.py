@@ -34,6 +34,16 @@ class Context:
 
 pass_ctx = click.make_pass_decorator(Context)
 
+# --explain (load, run, exec, commit, rm): every real step, numbered, on stderr (explain.py).
+explain_option = click.option("--explain", is_flag=True,
+                              help="Narrate each real step (system calls, files written) on stderr.")
+
+
+def _narrator(enabled: bool):  # -> explain.Narration
+    from minicontainer.explain import narrator
+
+    return narrator(enabled)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", envvar="MINICONTAINER_ROOT", default=None,
@@ -60,14 +70,15 @@ def _human_size(size: int) -> str:
 
 @cli.command()
 @click.argument("archive")
+@explain_option
 @pass_ctx
-def load(ctx: Context, archive: str) -> None:
+def load(ctx: Context, archive: str, explain: bool) -> None:
     """Load an image archive (docker save, OCI layout, or a root filesystem tar)."""
     from pathlib import Path
 
     from minicontainer import image
 
-    for img in image.load_all(ctx.store(), Path(archive), progress=True):
+    for img in image.load_all(ctx.store(), Path(archive), progress=True, narrator=_narrator(explain)):
         for tag in img.tags:
             click.echo(f"Loaded image: {tag}")
         click.echo(f"Loaded image ID: {img.id}")
@@ -187,6 +198,50 @@ def _run_options(command: tuple[str, ...], **kw):  # -> bundle.RunOptions
     return RunOptions(command=list(command), **kw)
 
 
+def _limit_and_security_options(command):
+    """`run`'s flags for limits (cgroups.py) and confinement (security.py), Docker's spelling."""
+    options = [
+        click.option("-m", "--memory", default=None, help="Memory limit (e.g. 512m, 1g)."),
+        click.option("--memory-swap", default=None, help="Memory plus swap limit (-1: unlimited swap)."),
+        click.option("--cpus", default=None, help="Number of CPUs (e.g. 0.5: half of one CPU)."),
+        click.option("-c", "--cpu-shares", type=int, default=None, help="Relative CPU weight (default 1024)."),
+        click.option("--pids-limit", type=int, default=None, help="Maximum number of processes (-1: unlimited)."),
+        click.option("--cap-add", multiple=True, help="Add a capability (e.g. NET_ADMIN, or ALL)."),
+        click.option("--cap-drop", multiple=True, help="Drop a capability (e.g. CHOWN, or ALL)."),
+        click.option("--privileged", is_flag=True, help="All capabilities and devices; no seccomp, no masked paths."),
+        click.option("--security-opt", multiple=True,
+                     help="no-new-privileges, or seccomp=unconfined."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _network_options(command):
+    """`run`'s network flags (network.py), Docker's spelling."""
+    options = [
+        click.option("--network", "--net", envvar="MINICONTAINER_NETWORK", default="bridge", show_default=True,
+                     help="bridge, a network NAME, none (only lo), host, or container:NAME "
+                          "(default also from $MINICONTAINER_NETWORK)."),
+        click.option("--ip", default=None, help="IPv4 address on the bridge network."),
+        click.option("-p", "--publish", multiple=True,
+                     help="Publish a port: [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _check_network_options(kw: dict) -> None:
+    """Refuse a bad --network or -p before anything is created (exit 125, one line)."""
+    from minicontainer.network import NetworkMode
+    from minicontainer.ports import parse_ports
+
+    NetworkMode.parse(kw["network"])
+    parse_ports(kw["publish"])
+    kw["publish"] = list(kw["publish"])
+
+
 @cli.command(context_settings=_RUN_SETTINGS)
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -204,28 +259,30 @@ def _run_options(command: tuple[str, ...], **kw):  # -> bundle.RunOptions
 @click.option("-v", "--volume", multiple=True, help="Bind mount HOSTPATH:CTRPATH[:ro].")
 @click.option("--tmpfs", multiple=True, help="Mount a tmpfs at PATH[:OPTIONS].")
 @click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only.")
-@click.option("--network", "--net", default="none", help="none (only lo) or host.")
+@_network_options
 @click.option("--pid", type=click.Choice(["private", "host"]), default="private", help="PID namespace.")
 @click.option("--uts", type=click.Choice(["private", "host"]), default="private", help="UTS namespace.")
 @click.option("--ipc", type=click.Choice(["private", "host"]), default="private", help="IPC namespace.")
+@explain_option
+@_limit_and_security_options
 @pass_ctx
 def run(ctx: Context, image: str, command: tuple[str, ...], detach: bool, auto_remove: bool,
         name: str | None, env: tuple[str, ...], env_file: tuple[str, ...], volume: tuple[str, ...],
-        tmpfs: tuple[str, ...], **kw) -> int:
+        tmpfs: tuple[str, ...], explain: bool, **kw) -> int:
     """Run COMMAND in a new container made from IMAGE (the image's Cmd by default)."""
     from minicontainer.container import Container
 
-    if kw["network"] not in ("none", "host"):
-        raise click.BadParameter(f"unknown network {kw['network']!r}", param_hint="--network")
+    _check_network_options(kw)
     opts = _run_options(command, env=list(env), env_files=list(env_file), volumes=list(volume),
                         tmpfs=list(tmpfs), **kw)
+    narrator = _narrator(explain)
     container = Container.create(ctx.store(), image, opts, name=name, auto_remove=auto_remove,
-                                 detached=detach)
+                                 detached=detach, narrator=narrator)
     if detach:
-        container.run_detached()
+        container.run_detached(narrator)
         click.echo(container.id)
         return 0
-    return container.run_foreground()
+    return container.run_foreground(narrator)
 
 
 @cli.command()
@@ -270,14 +327,16 @@ def logs(ctx: Context, container: str, follow: bool) -> None:
 @click.option("-u", "--user", default=None, help="user[:group] (default: the container's user).")
 @click.option("-w", "--workdir", default=None, help="Working directory (default: the container's).")
 @click.option("-e", "--env", multiple=True, help="Set an environment variable.")
+@explain_option
 @pass_ctx
 def exec_(ctx: Context, container: str, command: tuple[str, ...], interactive: bool, tty: bool,
-          user: str | None, workdir: str | None, env: tuple[str, ...]) -> int:
+          user: str | None, workdir: str | None, env: tuple[str, ...], explain: bool) -> int:
     """Run COMMAND inside a running container (all its namespaces, its root, its cgroup)."""
     from minicontainer.container import Container
 
     return Container.find(ctx.store(), container).exec(
-        list(command), interactive=interactive, tty=tty, user=user, workdir=workdir, env=list(env))
+        list(command), interactive=interactive, tty=tty, user=user, workdir=workdir, env=list(env),
+        narrator=_narrator(explain))
 
 
 @cli.command()
@@ -320,14 +379,16 @@ def kill(ctx: Context, containers: tuple[str, ...], sig: str) -> None:
 @cli.command()
 @click.argument("containers", nargs=-1, required=True)
 @click.option("-f", "--force", is_flag=True, help="Kill running containers first.")
+@explain_option
 @pass_ctx
-def rm(ctx: Context, containers: tuple[str, ...], force: bool) -> None:
+def rm(ctx: Context, containers: tuple[str, ...], force: bool, explain: bool) -> None:
     """Remove containers (their writable layer, bundle, log and state)."""
     from minicontainer.container import Container
 
     store = ctx.store()
+    narrator = _narrator(explain)
     for ref in containers:
-        Container.find(store, ref).remove(force=force)
+        Container.find(store, ref).remove(force=force, narrator=narrator)
         click.echo(ref)
 
 
@@ -361,6 +422,82 @@ def container_inspect(ctx: Context, containers: tuple[str, ...]) -> None:
 
     store = ctx.store()
     click.echo(json.dumps([Container.find(store, ref).inspect() for ref in containers], indent=2))
+
+
+# ---------------------------------------------------------------- limits
+# stats
+
+
+def _iec(size: float) -> str:
+    """Docker's memory figures: binary units, four significant digits (1.5MiB, 64MiB)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.4g}{unit}"
+        size /= 1024
+    return f"{size:.4g}TiB"
+
+
+def _stats_table(containers, interval: float) -> list[tuple[str, ...]]:
+    """Sample each container's cgroup twice, `interval` seconds apart; one row each.
+
+    CPU % is CPU time used per second of wall time (100% = one whole CPU),
+    memory is usage without the inactive page cache, both as `docker stats`.
+    """
+    import time
+    from pathlib import Path
+
+    from minicontainer import runtime
+
+    meminfo = Path("/proc/meminfo").read_text().split()
+    host_memory = int(meminfo[meminfo.index("MemTotal:") + 1]) * 1024
+    groups = {c.id: runtime.container_cgroup(c.bundle()) for c in containers if c.running}
+    first = {cid: cg.stats() for cid, cg in groups.items() if cg.exists()}
+    start = time.monotonic()
+    time.sleep(interval if first else 0)
+    elapsed = time.monotonic() - start
+    rows = [("CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS")]
+    for c in containers:
+        cg = groups.get(c.id)
+        if c.id not in first or cg is None or not cg.exists():
+            rows.append((c.id[:12], c.state.name, "--", "-- / --", "--", "--"))
+            continue
+        now = cg.stats()
+        cpu = max(now.cpu_usage_ns - first[c.id].cpu_usage_ns, 0) / 1e9 / elapsed * 100
+        limit = now.memory_limit or host_memory
+        rows.append((c.id[:12], c.state.name, f"{cpu:.2f}%",
+                     f"{_iec(now.memory_usage)} / {_iec(limit)}",
+                     f"{now.memory_usage / limit * 100:.2f}%", str(now.pids)))
+    return rows
+
+
+@cli.command()
+@click.argument("containers", nargs=-1)
+@click.option("--no-stream", is_flag=True, help="Print one sample and exit.")
+@pass_ctx
+def stats(ctx: Context, containers: tuple[str, ...], no_stream: bool) -> None:
+    """Show running containers' CPU %, memory usage / limit and number of processes.
+
+    Without CONTAINER names, every running container (looked up again at
+    each refresh). Watching a limit bite is the point: try it beside
+    `run --cpus 0.5` or `--memory 32m`.
+    """
+    import time
+
+    from minicontainer.container import Container
+
+    store = ctx.store()
+    while True:
+        chosen = [Container.find(store, ref) for ref in containers] if containers else \
+            [c for c in Container.all(store) if c.running]
+        rows = _stats_table(chosen, interval=1.0)
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        text = "\n".join("   ".join(col.ljust(w) for col, w in zip(r, widths)).rstrip() for r in rows)
+        if no_stream:
+            click.echo(text)
+            return
+        click.echo("\x1b[2J\x1b[H" + text)  # clear the screen, cursor home: a live table
+        if len(rows) == 1:  # nothing sampled, so nothing slept: wait before looking again
+            time.sleep(1.0)
 
 
 # ---------------------------------------------------------------- network
@@ -421,6 +558,64 @@ def network_inspect(ctx: Context, names: tuple[str, ...]) -> None:
 
     store = ctx.store()
     click.echo(json.dumps([inspect_network(store, name) for name in names], indent=2))
+
+
+# ---------------------------------------------------------------- classroom
+# diff, commit, save, export, anatomy, doctor
+
+
+@cli.command()
+@click.argument("container")
+@pass_ctx
+def diff(ctx: Context, container: str) -> None:
+    """List what CONTAINER changed in its image's files: A added, C changed, D deleted."""
+    from minicontainer import commit as commits
+
+    for change in commits.diff(ctx.store(), container):
+        click.echo(str(change))
+
+
+@cli.command("commit")
+@click.argument("container")
+@click.argument("repository", required=False, metavar="[REPOSITORY[:TAG]]")
+@click.option("-m", "--message", default="", help="A comment for the new layer's history entry.")
+@click.option("-a", "--author", default="", help="The new image's author.")
+@explain_option
+@pass_ctx
+def commit_cmd(ctx: Context, container: str, repository: str | None, message: str, author: str,
+               explain: bool) -> None:
+    """Make a new image: the container's image layers plus its writable layer as one more."""
+    from minicontainer import commit as commits
+
+    img = commits.commit(ctx.store(), container, repository, message=message, author=author,
+                         narrator=_narrator(explain))
+    click.echo(img.id)
+
+
+@cli.command()
+@click.argument("image_ref", metavar="IMAGE")
+@click.option("-o", "--output", required=True, help="The archive file to write.")
+@pass_ctx
+def save(ctx: Context, image_ref: str, output: str) -> None:
+    """Write IMAGE as a `docker save` archive (docker load and podman load read it)."""
+    from pathlib import Path
+
+    from minicontainer import save as saving
+
+    saving.save_image(ctx.store(), image_ref, Path(output))
+
+
+@cli.command()
+@click.argument("container")
+@click.option("-o", "--output", required=True, help="The tar file to write.")
+@pass_ctx
+def export(ctx: Context, container: str, output: str) -> None:
+    """Write CONTAINER's root filesystem, as it sees it, as one flat tar."""
+    from pathlib import Path
+
+    from minicontainer import commit as commits
+
+    commits.export(ctx.store(), container, Path(output))
 
 
 # ---------------------------------------------------------------- the edge

@@ -21,12 +21,14 @@ import shutil
 import signal
 import stat
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from minicontainer.bundle import RootfsPlan, RunOptions, build_config, describe_command, write_bundle
+from minicontainer.bundle import (A_NAME, A_STORE, RootfsPlan, RunOptions, build_config, describe_command,
+                                  write_bundle)
 from minicontainer.errors import ContainerError, MiniContainerError
+from minicontainer.explain import SILENT, Narration
 from minicontainer.store import Store, atomic_write_json, read_json, remove_tree
 
 # Docker-style generated names: adjective_scientist.
@@ -56,6 +58,7 @@ class ContainerState:
     monitor_pid: int | None = None
     monitor_start: int | None = None
     exit_code: int | None = None
+    oom_killed: bool = False            # the memory limit's OOM killer struck (exit 137)
     started_at: str | None = None
     finished_at: str | None = None
     auto_remove: bool = False
@@ -181,7 +184,8 @@ class Container:
 
     @classmethod
     def create(cls, store: Store, image_ref: str, opts: RunOptions, *, name: str | None = None,
-               auto_remove: bool = False, detached: bool = False) -> Container:
+               auto_remove: bool = False, detached: bool = False,
+               narrator: Narration = SILENT) -> Container:
         """Make the container's directory: bundle, upper/work dirs, state "created".
 
         Built under tmp/ and renamed into containers/ (store.py's rule), so a
@@ -189,7 +193,8 @@ class Container:
         """
         from minicontainer.image import resolve
 
-        image = resolve(store, image_ref)
+        image = resolve(store, image_ref, narrator=narrator)
+        opts = _resolve_network_container(store, opts)
         container_id = secrets.token_hex(32)
         staging = store.mkdtemp("container-")
         final = store.container_dir(container_id)
@@ -200,15 +205,19 @@ class Container:
             for m in config["mounts"]:
                 if m.get("source", "").startswith(str(staging)):
                     m["source"] = str(final) + m["source"][len(str(staging)):]
-            write_bundle(staging, config)
             with store.lock("container-names"):
                 chosen = _unique_name(store, name)
+                # the network step names the container in /etc/hosts and finds the store's IPAM
+                config["annotations"].update({A_NAME: chosen, A_STORE: str(store.root)})
+                write_bundle(staging, config)
                 state = ContainerState(
                     id=container_id, name=chosen, image=image.id, image_ref=image_ref,
                     command=config["process"]["args"], created=now(), auto_remove=auto_remove,
                     detached=detached, interactive=opts.interactive, tty=opts.tty,
                     rootfs_mode=plan.mode)
                 atomic_write_json(staging / "state.json", asdict(state))
+                narrator.step(lambda: f"rename({str(staging)!r}, {str(final)!r})",
+                              "the container's bundle (config.json + rootfs/), upper/ and work/ appear whole")
                 os.rename(staging, final)
         except BaseException:
             remove_tree(staging)
@@ -222,7 +231,7 @@ class Container:
 
         return Bundle.load(self.dir)
 
-    def run_foreground(self) -> int:
+    def run_foreground(self, narrator: Narration = SILENT) -> int:
         """Run in this process's terminal; return Docker's exit status for the command."""
         from minicontainer import runtime
 
@@ -232,17 +241,17 @@ class Container:
             self._discard()
             raise ContainerError("the input device is not a TTY")
         try:
-            started = self._start(bundle, runtime.Stdio(stdin, 1, 2))
+            started = self._start(bundle, runtime.Stdio(stdin, 1, 2), narrator)
         finally:
             if stdin != 0:
                 os.close(stdin)
         if started.pty_master is not None:
             runtime.proxy_terminal(started.pty_master, started.pid, stdin=self.state.interactive)
         code = runtime.wait(started.pid)
-        self._finish(bundle, code)
+        self._finish(bundle, code, narrator)
         return code
 
-    def run_detached(self) -> None:
+    def run_detached(self, narrator: Narration = SILENT) -> None:
         """Start under a monitor process that outlives this CLI; return once the command runs.
 
         Double fork + setsid(2): the monitor is nobody's child but init's and
@@ -255,7 +264,7 @@ class Container:
             os.close(read_end)
             os.setsid()
             if os.fork() == 0:
-                self._monitor(write_end)  # never returns
+                self._monitor(write_end, narrator)  # never returns
             os._exit(0)
         os.close(write_end)
         os.waitpid(first, 0)
@@ -268,7 +277,7 @@ class Container:
 
             raise getattr(errors, error, ContainerError)(message or "the monitor died")
 
-    def _monitor(self, report_fd: int) -> None:
+    def _monitor(self, report_fd: int, narrator: Narration = SILENT) -> None:
         """The detached container's parent: start it, report, wait, record its exit."""
         from minicontainer import runtime
 
@@ -281,12 +290,13 @@ class Container:
             bundle = self.bundle()
             log = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
             try:
-                started = self._start(bundle, runtime.Stdio(0, log, log))
+                started = self._start(bundle, runtime.Stdio(0, log, log), narrator)
             except MiniContainerError as e:
                 os.write(report_fd, f"{e.exit_code}:{e}".encode())
                 os._exit(0)
             os.write(report_fd, b"ok")
             os.close(report_fd)
+            narrator.close()  # the CLI is done: let go of its stderr
             if started.pty_master is not None:
                 runtime.proxy_terminal(started.pty_master, started.pid, stdin=False, out=log)
             status = runtime.wait(started.pid, forward_signals=False)
@@ -299,12 +309,12 @@ class Container:
             code = 1
         os._exit(code)
 
-    def _start(self, bundle, stdio):  # (runtime.Bundle, runtime.Stdio) -> runtime.Started
+    def _start(self, bundle, stdio, narrator: Narration = SILENT):  # -> runtime.Started
         """Start the process; on failure remove the container (Docker's `run` leaves none then)."""
         from minicontainer import runtime
 
         try:
-            started = runtime.start(bundle, stdio)
+            started = runtime.start(bundle, stdio, narrator)
         except BaseException:
             runtime.release(bundle)
             self._discard()
@@ -317,27 +327,33 @@ class Container:
         self.save()
         return started
 
-    def _finish(self, bundle, code: int) -> None:
+    def _finish(self, bundle, code: int, narrator: Narration = SILENT) -> None:
         """Record the exit (atomically), release host resources, and honour --rm."""
         from minicontainer import runtime
 
-        runtime.release(bundle)
+        oom = runtime.oom_killed(bundle)  # the cgroup that counted it goes with release
+        runtime.release(bundle, narrator)
         with self.store.lock(f"container-{self.id}"):
             if not self.state_file.exists():
                 return  # removed meanwhile (rm -f)
             self.state.status, self.state.exit_code, self.state.finished_at = "exited", code, now()
+            self.state.oom_killed = oom
             self.save()
         if self.state.auto_remove:
-            self._discard()
+            self._discard(narrator)
 
-    def _discard(self) -> None:
+    def _discard(self, narrator: Narration = SILENT) -> None:
         with self.store.lock(f"container-{self.id}"):
+            narrator.step(lambda: f"rm -r {self.dir}  "
+                                  f"({', '.join(sorted(os.listdir(self.dir)) if self.dir.is_dir() else [])})",
+                          "the container's writable layer, bundle, log and state: the image is untouched")
             remove_tree(self.dir)
 
     # ------------------------------------------------------------ lifecycle
 
     def exec(self, args: list[str], *, interactive: bool = False, tty: bool = False,
-             user: str | None = None, workdir: str | None = None, env: list[str] | None = None) -> int:
+             user: str | None = None, workdir: str | None = None, env: list[str] | None = None,
+             narrator: Narration = SILENT) -> int:
         """Run one more command inside the running container; return its exit status."""
         from minicontainer import runtime
         from minicontainer.bundle import A_USER
@@ -361,7 +377,8 @@ class Container:
         stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
             started = runtime.exec_process(self.state.pid, process, user_spec,
-                                           runtime.Stdio(stdin, 1, 2))
+                                           runtime.Stdio(stdin, 1, 2), narrator=narrator,
+                                           seccomp=bundle.config.get("linux", {}).get("seccomp"))
         finally:
             if stdin != 0:
                 os.close(stdin)
@@ -412,7 +429,7 @@ class Container:
         finally:
             os.close(fd)
 
-    def remove(self, force: bool = False) -> None:
+    def remove(self, force: bool = False, narrator: Narration = SILENT) -> None:
         """Delete the container: its bundle, upper layer, log and state (Docker's `rm`)."""
         from minicontainer import runtime
 
@@ -420,14 +437,16 @@ class Container:
             if not force:
                 raise ContainerError(f"cannot remove container {self.state.name}: container is running:"
                                      " stop the container before removing or force remove")
+            narrator.step(lambda: f"kill({self.state.pid}, SIGKILL)",
+                          "rm -f: PID 1 of the container dies, and with it its PID namespace")
             try:
                 os.kill(self.state.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             self._wait_monitor(None)
         if self.dir.exists():
-            runtime.release(self.bundle())
-        self._discard()
+            runtime.release(self.bundle(), narrator)
+        self._discard(narrator)
 
     def logs(self, follow: bool = False, out: Any = None) -> None:
         """Copy the log to `out`; with follow, keep copying until the container exits."""
@@ -483,6 +502,7 @@ class Container:
             "Command": s.command,
             "State": {"Status": s.status, "Running": s.status == "running",
                       "Pid": s.pid if s.status == "running" else 0, "ExitCode": s.exit_code,
+                      "OOMKilled": s.oom_killed,
                       "StartedAt": s.started_at, "FinishedAt": s.finished_at,
                       "MonitorPid": s.monitor_pid if s.status == "running" else 0},
             "Namespaces": self.namespaces(),
@@ -492,8 +512,23 @@ class Container:
             "UpperDir": ann.get("org.minicontainer.rootfs.upperdir"),
             "LogPath": str(self.log_file),
             "AutoRemove": s.auto_remove,
+            "NetworkSettings": self.network_settings(config),
             "Config": config,
         }
+
+    def network_settings(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Network, IP, MAC and host-side veth, as IPAM recorded them (Docker's NetworkSettings)."""
+        from minicontainer.network import endpoint_of
+
+        joined = [ns.get("path") for ns in config.get("linux", {}).get("namespaces", [])
+                  if ns.get("type") == "network"]
+        mode = "host" if not joined else ("container" if joined[0] else "none")
+        endpoint = endpoint_of(self.store, self.id)
+        if endpoint is None:
+            return {"Mode": mode}
+        return {"Mode": "bridge", "Network": endpoint.network, "Bridge": endpoint.bridge,
+                "IPAddress": endpoint.ip, "IPPrefixLen": endpoint.prefixlen, "Gateway": endpoint.gateway,
+                "MacAddress": endpoint.mac, "HostVeth": endpoint.host_veth, "Ports": endpoint.ports}
 
     def status_text(self) -> str:
         """Docker's STATUS column: "Up 3 seconds", "Exited (0) 2 minutes ago", "Created"."""
@@ -506,6 +541,16 @@ class Container:
 
     def command_text(self) -> str:
         return describe_command(self.state.command)
+
+
+def _resolve_network_container(store: Store, opts: RunOptions) -> RunOptions:
+    """--network container:NAME → the network namespace of that running container (/proc/PID/ns/net)."""
+    if not opts.network.startswith("container:"):
+        return opts
+    target = Container.find(store, opts.network.partition(":")[2])
+    if not target.running:
+        raise ContainerError(f"cannot join the network of container {target.state.name}: it is not running")
+    return replace(opts, network_namespace=f"/proc/{target.state.pid}/ns/net")
 
 
 def prune(store: Store) -> list[str]:

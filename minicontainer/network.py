@@ -34,7 +34,9 @@ nothing running).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import shutil
 import sys
 import time
@@ -43,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from minicontainer import ipam, ports
+from minicontainer.errors import MiniContainerError
 from minicontainer.ipam import Network, NetworkError
 from minicontainer.store import Store, atomic_write_json
 
@@ -50,9 +53,6 @@ if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
-# Docker's fallback when the host only lists loopback resolvers (a local
-# systemd-resolved or dnsmasq, unreachable from another namespace).
-FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 
 
 @dataclass(frozen=True)
@@ -364,6 +364,40 @@ def attach(store: Store, network_name: str, container_id: str, pid: int, *,
     return endpoint
 
 
+def attach_in_helper(store: Store, network_name: str, container_id: str, pid: int,
+                     **options: Any) -> Endpoint:
+    """attach() in a short-lived child process (fork(2)); the caller never loads pyroute2.
+
+    pyroute2 costs about 11 MB of memory. A detached container's monitor
+    process lives as long as the container, and should stay small; so the
+    netlink work is done by a helper that exits when it is done, and the
+    result (or the error) comes back pickled through a pipe.
+    """
+    import pickle
+
+    read_end, write_end = os.pipe()
+    helper = os.fork()
+    if helper == 0:  # the helper: do the work, report, and leave without running any cleanup
+        os.close(read_end)
+        try:
+            result: tuple[str, Any] = ("ok", attach(store, network_name, container_id, pid, **options))
+        except MiniContainerError as e:
+            result = ("error", e)
+        except BaseException as e:  # noqa: BLE001 - e.g. a NetlinkError: report it as ours
+            result = ("error", NetworkError(f"{type(e).__name__}: {e}"))
+        with os.fdopen(write_end, "wb") as f:
+            pickle.dump(result, f)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        data = f.read()
+    os.waitpid(helper, 0)
+    kind, value = pickle.loads(data) if data else ("error", NetworkError("the network helper process died"))
+    if kind == "error":
+        raise value
+    return value
+
+
 def create_veth_pair(ipr: IPRoute, endpoint: Endpoint, pid: int) -> None:
     """`ip link add mcv… type veth peer name eth0 address <mac> netns <pid>` (RTM_NEWLINK).
 
@@ -426,12 +460,19 @@ def delete_host_veth(ifname: str) -> None:
     When the container's namespace is already gone (its last process exited)
     the kernel has deleted the pair on its own, and there is nothing to do.
     """
+    if not Path("/sys/class/net", ifname).exists():
+        return  # the usual case once the container has exited: no need to load pyroute2
     from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
 
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=ifname)
-        if found:
-            ipr.link("del", index=found[0])
+        try:
+            if found:
+                ipr.link("del", index=found[0])
+        except NetlinkError as e:
+            if e.code != errno.ENODEV:  # the kernel removed it meanwhile: what we wanted
+                raise
 
 
 def endpoint_of(store: Store, container_id: str) -> Endpoint | None:
@@ -446,7 +487,7 @@ def endpoint_of(store: Store, container_id: str) -> Endpoint | None:
     return None
 
 
-# ---------------------------------------------------------------- /etc/hosts and /etc/resolv.conf
+# ---------------------------------------------------------------- /etc/hosts
 
 LOCALHOST_LINES = (
     "127.0.0.1\tlocalhost\n"
@@ -504,28 +545,3 @@ def write_in_place(path: Path, text: str) -> None:
     with open(path, "r+" if path.exists() else "w") as f:
         f.write(text)
         f.truncate()
-
-
-def resolv_conf_text(host_text: str) -> str:
-    """The host's /etc/resolv.conf minus loopback nameservers, which mean nothing in another namespace.
-
-    When none remain, Docker's fallbacks are used (8.8.8.8, 8.8.4.4). Search
-    and options lines are kept as they are.
-    """
-    kept = []
-    for line in host_text.splitlines():
-        fields = line.split()
-        if len(fields) >= 2 and fields[0] == "nameserver" and _is_loopback(fields[1]):
-            continue
-        kept.append(line)
-    if not any(line.split()[:1] == ["nameserver"] for line in kept):
-        kept += [f"nameserver {ns}" for ns in FALLBACK_NAMESERVERS]
-    return "\n".join(kept) + "\n"
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-

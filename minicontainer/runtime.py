@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from minicontainer import cgroups, linux, security
-from minicontainer.bundle import (A_LAYERS_DIR, A_LOWERDIR, A_ROOTFS_MODE, A_UPPERDIR, A_USER,
+from minicontainer.bundle import (A_LAYERS_DIR, A_LOWERDIR, A_NAME, A_NETWORK, A_NETWORK_IP,
+                                  A_NETWORK_PORTS, A_ROOTFS_MODE, A_STORE, A_UPPERDIR, A_USER,
                                   A_WORKDIR, DEFAULT_PATH)
 from minicontainer.errors import CommandNotExecutable, CommandNotFound, ContainerError
 from minicontainer.explain import SILENT, Narration, Symbol, call, flag_names
@@ -433,7 +434,40 @@ def oom_killed(bundle: Bundle) -> bool:
     return cgroup.exists() and cgroup.oom_killed()
 
 
-HOST_STEPS: tuple[Callable[[int, Bundle, Narration], None], ...] = (place_in_cgroup,)
+def attach_network(pid: int, bundle: Bundle, narrator: Narration = SILENT) -> None:
+    """Wire the child's new network namespace to its bridge network (network.py, netlink(7)).
+
+    From the host, because creating a veth pair with one end on the host's
+    bridge needs the host's network namespace; before "go", so the command
+    starts with eth0 up, its address, its route and its published ports.
+    """
+    name = bundle.annotation(A_NETWORK)
+    if not name:
+        return  # none, host or container:NAME: nothing to plug in
+    from minicontainer import network
+    from minicontainer.ports import parse_ports
+    from minicontainer.store import Store
+
+    narrator.step(lambda: f"ip link add {network.host_veth_name(bundle.path.name)} type veth peer name eth0 "
+                          f"netns {pid}; ip link set … master <bridge of {name}>; ip addr add …; ip route add default …",
+                  "a virtual cable from the host's bridge into the container's network namespace")
+    ports = bundle.annotation(A_NETWORK_PORTS)
+    network.attach_in_helper(
+        Store(Path(bundle.annotation(A_STORE))), name, bundle.path.name, pid,
+        name=bundle.annotation(A_NAME), hostname=bundle.config.get("hostname", ""),
+        requested_ip=bundle.annotation(A_NETWORK_IP) or None,
+        publish=parse_ports(ports.split(",") if ports else []),
+        hosts_file=_bind_source(bundle, "/etc/hosts"))
+
+
+def _bind_source(bundle: Bundle, destination: str) -> Path | None:
+    for mount in bundle.config.get("mounts", []):
+        if mount.get("destination") == destination and mount.get("type") == "bind":
+            return Path(mount["source"])
+    return None
+
+
+HOST_STEPS: tuple[Callable[[int, Bundle, Narration], None], ...] = (place_in_cgroup, attach_network)
 
 
 def release(bundle: Bundle, narrator: Narration = SILENT) -> None:
@@ -442,6 +476,14 @@ def release(bundle: Bundle, narrator: Narration = SILENT) -> None:
     narrator.step(lambda: "rmdir(2) " + " ".join(str(d) for d in cgroup.directories() if d.is_dir()),
                   "the container's cgroup goes once its last process is gone (any left are killed)")
     cgroup.destroy()  # kills any process left, then rmdir
+    if bundle.annotation(A_NETWORK):
+        from minicontainer import network
+        from minicontainer.store import Store
+
+        narrator.step(lambda: f"ip link del {network.host_veth_name(bundle.path.name)}; "
+                              "nft delete chain …; release the IP address",
+                      "the container's veth, published ports and address go with it")
+        network.detach(Store(Path(bundle.annotation(A_STORE))), bundle.path.name)
 
 
 # ---------------------------------------------------------------- the child side
@@ -527,11 +569,26 @@ def unshare_namespaces(child: Child) -> None:
     namespace waits until the parent has put us in our cgroup (see
     unshare_cgroup_namespace).
     """
-    types = [t for t in child.bundle.namespace_types() if t not in ("pid", "cgroup")]
+    joined = _joined_namespaces(child.bundle)
+    for ns_type, path in joined.items():
+        child.narrator.step(lambda: f"setns(open({path!r}), CLONE_NEW{linux.NAMESPACES[ns_type][0].upper()})",
+                            "share another container's namespace instead of making one (as a pod does)")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            linux.setns(fd, linux.NAMESPACES[ns_type][1])
+        finally:
+            os.close(fd)
+    types = [t for t in child.bundle.namespace_types() if t not in ("pid", "cgroup") and t not in joined]
     child.narrator.step(lambda: call("unshare", flag_names(linux.namespace_flags(types), vars(linux),
                                                            "CLONE_NEW")),
                         "new, empty namespaces: " + ", ".join(types) + " (the host's stay untouched)")
     linux.unshare(linux.namespace_flags(types))
+
+
+def _joined_namespaces(bundle: Bundle) -> dict[str, str]:
+    """Namespaces given with a `path` in config.json: joined with setns(2), not created (runtime-spec)."""
+    return {ns["type"]: ns["path"] for ns in bundle.config.get("linux", {}).get("namespaces", [])
+            if ns.get("path") and ns["type"] != "pid"}
 
 
 def wait_for_parent(child: Child) -> None:
@@ -558,7 +615,7 @@ def unshare_cgroup_namespace(child: Child) -> None:
 
 def bring_loopback_up(child: Child) -> None:
     """ioctl(SIOCSIFFLAGS) on lo: a new network namespace starts with lo down (netdevice(7))."""
-    if "network" not in child.bundle.namespace_types():
+    if "network" not in child.bundle.namespace_types() or "network" in _joined_namespaces(child.bundle):
         return
     import fcntl
     import struct

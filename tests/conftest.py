@@ -87,7 +87,10 @@ class MC:
 
     def __call__(self, *args: str, input: str | None = None, timeout: float = 60,
                  check: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        full_env = {**os.environ, "MINICONTAINER_ROOT": str(self.root), **(env or {})}
+        # The default network is `bridge` (a host bridge that stays until `network rm`);
+        # tests get `none` unless they pass --network, so they leave no interface behind.
+        full_env = {**os.environ, "MINICONTAINER_ROOT": str(self.root), "MINICONTAINER_NETWORK": "none",
+                    **(env or {})}
         result = subprocess.run(
             [sys.executable, "-m", "minicontainer", *args],
             input=input, capture_output=True, text=True, timeout=timeout, env=full_env,

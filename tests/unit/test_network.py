@@ -1,4 +1,4 @@
-"""Networking without root: modes, names, hosts and resolv.conf files, and lazy imports."""
+"""Networking without root: modes, names, hosts files, and lazy imports."""
 
 from __future__ import annotations
 
@@ -43,14 +43,6 @@ def test_hosts_text_lists_self_then_peers() -> None:
     lines = text.splitlines()
     assert lines[0] == "127.0.0.1\tlocalhost"
     assert lines[-3:] == ["10.213.0.3\tweb abc", "10.213.0.4\tcache", "10.213.0.9\tdb"]
-
-
-def test_resolv_conf_drops_loopback_resolvers() -> None:
-    host = "# made by NetworkManager\nsearch example.org\nnameserver 127.0.0.53\nnameserver 192.0.2.53\noptions edns0\n"
-    assert network.resolv_conf_text(host) == ("# made by NetworkManager\nsearch example.org\n"
-                                              "nameserver 192.0.2.53\noptions edns0\n")
-    only_local = "nameserver 127.0.0.1\nnameserver ::1\nsearch lan\n"
-    assert network.resolv_conf_text(only_local) == "search lan\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
 
 
 def test_write_in_place_keeps_the_inode(tmp_path: Path) -> None:
