@@ -314,6 +314,8 @@ class Archive:
             return self._oci_images()
         if not self.members:
             raise ImageError("the archive is an empty tar")
+        if self.has("oci-layout") or any(n.startswith("blobs/sha256/") for n in self.members):
+            raise ImageError("image blobs but no manifest.json or index.json")
         if self.has("repositories"):
             raise ImageError("legacy `docker save` format without manifest.json is not supported")
         return [self._flat_image()]
@@ -508,7 +510,7 @@ def _decompress_to(f: BinaryIO, kind: str, scratch: Path) -> Path:
 
 def _looks_like_tar(head: bytes) -> bool:
     """A tar header block: ustar magic, or at least a valid header checksum (v7 tars)."""
-    if head[257:262] == b"ustar":
+    if head[257:262] == b"ustar" or head == bytes(512):  # all zeros: a tar with no entries
         return True
     try:
         stored = int(head[148:156].split(b"\0", 1)[0].strip() or b"-1", 8)
