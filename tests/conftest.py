@@ -50,6 +50,9 @@ def store_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     """A fresh, empty store for one test (MINICONTAINER_ROOT points at it)."""
     root = tmp_path_factory.mktemp("minicontainer-store")
     monkeypatch.setenv("MINICONTAINER_ROOT", str(root))
+    # `run` defaults to the `bridge` network, whose host bridge mc0 stays until
+    # `network rm`; tests get `none` unless they pass --network themselves.
+    monkeypatch.setenv("MINICONTAINER_NETWORK", "none")
     return root
 
 
@@ -87,8 +90,7 @@ class MC:
 
     def __call__(self, *args: str, input: str | None = None, timeout: float = 60,
                  check: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        # The default network is `bridge` (a host bridge that stays until `network rm`);
-        # tests get `none` unless they pass --network, so they leave no interface behind.
+        # --network none unless a test asks for one (see store_root)
         full_env = {**os.environ, "MINICONTAINER_ROOT": str(self.root), "MINICONTAINER_NETWORK": "none",
                     **(env or {})}
         result = subprocess.run(
