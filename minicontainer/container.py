@@ -240,8 +240,12 @@ class Container:
         if self.state.tty and self.state.interactive and not os.isatty(0):
             self._discard()
             raise ContainerError("the input device is not a TTY")
+        runtime.block_forwarded_signals()
         try:
             started = self._start(bundle, runtime.Stdio(stdin, 1, 2), narrator)
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, runtime.FORWARDED_SIGNALS)
+            raise
         finally:
             if stdin != 0:
                 os.close(stdin)

@@ -338,6 +338,9 @@ class _forwarding:
     def __enter__(self) -> None:
         if self.enabled:
             self.saved = {s: signal.signal(s, self._forward) for s in FORWARDED_SIGNALS}
+        # The caller blocked them before starting the container (block_forwarded_signals):
+        # one that came meanwhile is delivered now, to the handler, and so forwarded.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
 
     def __exit__(self, *_: object) -> None:
         for s, handler in self.saved.items():
@@ -401,6 +404,17 @@ def _copy_window_size(src: int, dst: int) -> None:
 def _write_all(fd: int, data: bytes) -> None:
     while data:
         data = data[os.write(fd, data):]
+
+
+def block_forwarded_signals() -> None:
+    """sigprocmask(2): hold the forwarded signals until the container's pid is known.
+
+    Otherwise a Ctrl-C that arrives between fork and `wait` would kill the CLI
+    (and with it the container) instead of reaching PID 1. `wait` and
+    `proxy_terminal` unblock them once their handlers are in place; the child
+    clears its mask in reset_signals.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
 
 
 # Host-side steps run by the parent between the child's "ready" and "go": the
@@ -963,8 +977,9 @@ def lookup_user(spec: str, passwd: str, group: str) -> User:
         groups = [gid]
     else:
         name = entry[0] if entry else None
-        groups = [int(g[2]) for g in groups_db
-                  if name and len(g) > 3 and name in g[3].split(",") and g[2].isdigit()]
+        members = [int(g[2]) for g in groups_db if name and len(g) > 3 and name in g[3].split(",")]
+        # The primary group is listed too, as runc and podman do (`id` shows groups=GID(name)).
+        groups = [gid] + [g for g in members if g != gid]
     return User(uid, gid, groups, home)
 
 
