@@ -112,45 +112,88 @@ def mc(store_root: Path) -> MC:
 
 # ---------------------------------------------------------------- leak check
 
-def _snapshot() -> dict[str, set[str]]:
-    """What a container could leave behind on the host: mounts, cgroups, links, processes."""
+def _our_processes(basetemp: str) -> set[str]:
+    """Processes that can only be minicontainer's: a CLI or monitor on a test store
+    (MINICONTAINER_ROOT under this session's temp dir), anything in a minicontainer
+    cgroup, or anything in a PID namespace other than ours (a container's process,
+    even one that escaped its cgroup). The rest of the machine is not our business."""
+    own_ns = os.stat("/proc/self/ns/pid").st_ino
+    marker = f"MINICONTAINER_ROOT={basetemp}".encode()
+    found = set()
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or p.name == str(os.getpid()):
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes()
+            if not cmd:  # kernel threads have none
+                continue
+            ours = (os.stat(p / "ns" / "pid").st_ino != own_ns
+                    or "/minicontainer" in (p / "cgroup").read_text()
+                    or marker in (p / "environ").read_bytes())
+        except OSError:
+            continue  # exited meanwhile
+        if ours:
+            text = cmd.replace(b"\0", b" ").decode(errors="replace")[:120]
+            found.add(f"{p.name} {text}")
+    return found
+
+
+def _nft_rules() -> set[str]:
+    """The lines of minicontainer's own nftables table (chains and rules), if nft is there."""
+    import shutil
+
+    if shutil.which("nft") is None:
+        return set()
+    out = subprocess.run(["nft", "list", "table", "ip", "minicontainer"],
+                         capture_output=True, text=True).stdout
+    return {line.strip() for line in out.splitlines() if line.strip() not in ("", "}")}
+
+
+def _ipam_entries(store: Path | None) -> set[str]:
+    """Addresses the test's store still hands out to some container."""
+    import json
+
+    found = set()
+    for f in (store / "networks").glob("*.ipam.json") if store else ():
+        try:
+            found |= {f"{f.name}: {ip}" for ip in json.loads(f.read_text()).get("allocations", {})}
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _snapshot(basetemp: str, store: Path | None) -> dict[str, set[str]]:
+    """What a container could leave behind on the host: mounts, cgroups, links, nft rules,
+    IPAM entries, processes."""
     mounts = {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
     cgroups = {str(p) for p in Path("/sys/fs/cgroup").glob("*/minicontainer*")}
     cgroups |= {str(p) for p in Path("/sys/fs/cgroup").glob("*/*/minicontainer*")}
     links = {p.name for p in Path("/sys/class/net").iterdir()} if Path("/sys/class/net").exists() else set()
-    procs = set()
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                cmd = (p / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmd:  # kernel threads have none
-                text = cmd.replace(b"\0", b" ").decode(errors="replace")[:120]
-                procs.add(f"{p.name} {text}")
-    return {"mounts": mounts, "cgroups": cgroups, "links": links, "processes": procs}
+    return {"mounts": mounts, "cgroups": cgroups, "links": links, "nft": _nft_rules(),
+            "ipam": _ipam_entries(store), "processes": _our_processes(basetemp)}
 
 
-def _leaks(before: dict[str, set[str]]) -> dict[str, set[str]]:
-    after = _snapshot()
+def _leaks(before: dict[str, set[str]], basetemp: str, store: Path | None) -> dict[str, set[str]]:
+    after = _snapshot(basetemp, store)
     return {k: after[k] - before[k] for k in after if after[k] - before[k]}
 
 
 @pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest):
-    """Fail a root test that leaves a mount, cgroup, link or process of its own behind."""
+    """Fail a root test that leaves a mount, cgroup, link, nft rule, IPAM entry or process behind."""
     if request.node.get_closest_marker("root") is None or os.geteuid() != 0:
         yield
         return
-    before = _snapshot()
+    basetemp = str(request.getfixturevalue("tmp_path_factory").getbasetemp())
+    store = request.getfixturevalue("store_root") if "store_root" in request.fixturenames else None
+    before = _snapshot(basetemp, store)
     yield
     import time
 
     deadline = time.monotonic() + 5
-    leaks = _leaks(before)
+    leaks = _leaks(before, basetemp, store)
     while leaks and time.monotonic() < deadline:  # give exiting processes a moment
         time.sleep(0.1)
-        leaks = _leaks(before)
-    leaks.get("processes", set()).discard(f"{os.getpid()}")
+        leaks = _leaks(before, basetemp, store)
     if leaks:
         pytest.fail(f"test left behind: {leaks}")
