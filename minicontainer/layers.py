@@ -480,6 +480,14 @@ class _Unpacker:
             raise ImageError(f"hard link {member.name!r}: target {member.linkname!r} is not a file")
         self._replace(dirfd, where, base, member)
         os.link(tname, base, src_dir_fd=tdirfd, dst_dir_fd=dirfd, follow_symlinks=False)
+        if not stat.S_ISLNK(existing.st_mode):
+            # Like moby/containers-storage: the link's header metadata applies to the
+            # shared inode (tools write the target's own owner and mode there anyway).
+            fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
+            try:
+                self._set_metadata(fd, member, None)
+            finally:
+                os.close(fd)
 
     def _copy_up(self, below: _Lower, dirfd: int, name: str) -> None:
         st = below.st

@@ -144,7 +144,7 @@ def test_hardlink_within_a_layer(stack: Stack) -> None:
 
 def test_hardlink_to_lower_layer_copies_up(stack: Stack) -> None:
     base = stack.add(d("bin"), f("bin/tool", b"#!", mode=0o755, mtime=99))
-    top = stack.add(Entry("bin/alias", "hardlink", linkname="bin/tool"))
+    top = stack.add(Entry("bin/alias", "hardlink", linkname="bin/tool", mode=0o755))
     assert (top / "bin" / "tool").read_bytes() == b"#!"
     assert os.stat(top / "bin" / "tool").st_ino == os.stat(top / "bin" / "alias").st_ino
     assert stat.S_IMODE(os.stat(top / "bin" / "alias").st_mode) == 0o755
