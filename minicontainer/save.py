@@ -1,0 +1,217 @@
+"""Writing images back out: a layer directory becomes a layer tar again.
+
+Loading turned each layer tar into a directory in overlayfs's own format (see
+layers.py): a deleted file is a character device 0/0, a directory that hides
+everything below it carries the xattr `trusted.overlay.opaque=y`. Going the
+other way is the same dictionary read backwards, and it is what `docker commit`
+and `docker save` do:
+
+    character device 0/0 called NAME         →  empty file `.wh.NAME`
+    directory with trusted.overlay.opaque=y  →  the directory, then `.wh..wh..opq` inside it
+    anything else                            →  itself (hard links stay hard links)
+
+`save IMAGE -o FILE` re-tars every layer of an image and writes the classic
+`docker save` layout with the writer the demo image uses, so `docker load` and
+`podman load` read it. The store keeps the unpacked layers, not the original
+tar bytes, so a re-made layer tar may hash differently from the one that was
+loaded (entry order, header details); the saved config then lists the new
+digests, and the saved image gets a new id. Docker avoids this by keeping a
+"tar-split" record of every original header; we keep the code short instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from minicontainer.errors import ImageError
+from minicontainer.layers import OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX
+from minicontainer.store import Store, remove_tree
+
+OVERLAY_XATTRS = "trusted.overlay."  # overlayfs bookkeeping: never part of an image
+
+
+@dataclass
+class LayerTar:
+    """A layer tar written to disk, and what its bytes hash to (its diff_id)."""
+
+    path: Path
+    diff_id: str
+    size: int
+
+
+def is_whiteout(st: os.stat_result) -> bool:
+    """overlayfs's mark for "deleted here": a character device with device number 0/0."""
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def is_opaque(path: Path) -> bool:
+    """overlayfs's mark for "this directory hides what the layers below had in it"."""
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def walk(top: Path, rel: str = "", skip: frozenset[str] = frozenset()
+         ) -> Iterator[tuple[str, Path, os.stat_result]]:
+    """Every entry below `top` as (name inside the layer, path, lstat), parents first, sorted.
+
+    Sorted so that the same directory always gives the same tar bytes (hence
+    the same diff_id); symlinks are never followed; names in `skip` are left
+    out with everything below them.
+    """
+    with os.scandir(top / rel if rel else top) as entries:
+        names = sorted(e.name for e in entries)
+    for name in names:
+        inner = f"{rel}/{name}" if rel else name
+        if inner in skip:
+            continue
+        path = top / inner
+        st = os.lstat(path)
+        yield inner, path, st
+        if stat.S_ISDIR(st.st_mode):
+            yield from walk(top, inner, skip)
+
+
+def _xattrs(path: Path) -> dict[str, str]:
+    """The entry's extended attributes as PAX `SCHILY.xattr.*` headers (binary-safe)."""
+    headers = {}
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return headers
+    for name in sorted(names):
+        if name.startswith(OVERLAY_XATTRS):
+            continue
+        try:
+            value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+        headers[f"SCHILY.xattr.{name}"] = value.decode("utf-8", "surrogateescape")
+    return headers
+
+
+def _header(tar: tarfile.TarFile, path: Path, name: str, st: os.stat_result,
+            links: dict[tuple[int, int], str]) -> tarfile.TarInfo | None:
+    """The tar header of one entry: numeric owners only, xattrs, hard links by inode."""
+    info = tar.gettarinfo(str(path), arcname=name)
+    if info is None:  # a socket: tar cannot hold it, Docker skips it too
+        return None
+    info.uname = info.gname = ""  # names would be the *host's* names for these ids
+    info.pax_headers = _xattrs(path)
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        first = links.setdefault((st.st_dev, st.st_ino), name)
+        if first != name:
+            info.type, info.linkname, info.size = tarfile.LNKTYPE, first, 0
+    return info
+
+
+def add_tree(tar: tarfile.TarFile, top: Path, *, whiteouts: bool = True,
+             skip: frozenset[str] = frozenset()) -> int:
+    """Write the tree under `top` into `tar`; returns the number of entries written.
+
+    With `whiteouts` (a layer or an upper dir), overlayfs's deletion marks are
+    turned back into the tar spelling of image-spec layer.md. A merged view
+    (export) has none: overlayfs hides them there.
+    """
+    links: dict[tuple[int, int], str] = {}
+    count = 0
+    for name, path, st in walk(top, skip=skip):
+        if whiteouts and is_whiteout(st):
+            _add_marker(tar, _sibling(name, WHITEOUT_PREFIX + Path(name).name), st)
+            count += 1
+            continue
+        info = _header(tar, path, name, st, links)
+        if info is None:
+            continue
+        if info.isreg():
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
+        else:
+            tar.addfile(info)
+        count += 1
+        if whiteouts and info.isdir() and is_opaque(path):
+            _add_marker(tar, f"{name}/{OPAQUE_MARKER}", st)
+            count += 1
+    return count
+
+
+def _sibling(name: str, other: str) -> str:
+    parent = os.path.dirname(name)
+    return f"{parent}/{other}" if parent else other
+
+
+def _add_marker(tar: tarfile.TarFile, name: str, st: os.stat_result) -> None:
+    """An empty regular file that only means something by its name (`.wh.*`)."""
+    info = tarfile.TarInfo(name)
+    info.mtime = int(st.st_mtime)
+    info.mode = 0o644
+    tar.addfile(info)
+
+
+class _HashingWriter:
+    """A file wrapper that hashes every byte written (the diff_id, computed in passing)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+
+def write_layer_tar(top: Path, out: Path, *, whiteouts: bool = True,
+                    skip: frozenset[str] = frozenset()) -> LayerTar:
+    """Tar the directory `top` (a layer, an upper dir or a merged root) into the file `out`."""
+    with open(out, "wb") as raw:
+        hashing = _HashingWriter(raw)
+        with tarfile.open(fileobj=hashing, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
+                          encoding="utf-8", errors="surrogateescape") as tar:
+            add_tree(tar, top, whiteouts=whiteouts, skip=skip)
+    return LayerTar(out, "sha256:" + hashing.sha.hexdigest(), hashing.size)
+
+
+def save_image(store: Store, ref: str, out: Path) -> str:
+    """`save IMAGE -o FILE`: the image as a `docker save` archive; returns the saved image id.
+
+    Each layer is re-tarred from the store; where its digest changed, the
+    config is rewritten with the new diff_ids (everything else kept).
+    """
+    from minicontainer import image as images
+    from minicontainer.demo import write_docker_save
+
+    img = images.find(store, ref)
+    work = store.mkdtemp("save-")
+    try:
+        blobs = []
+        for i, folder in enumerate(img.layer_dirs(store)):
+            if not folder.is_dir():
+                raise ImageError(f"image {img.short_id}: layer {img.layers[i]} is missing from the store")
+            layer = write_layer_tar(folder, work / f"{i}.tar")
+            blobs.append(layer.path.read_bytes())
+        config_bytes = _config_for(store, img, blobs)
+        return write_docker_save(Path(out), blobs, config_bytes, img.tags)
+    finally:
+        remove_tree(work)
+
+
+def _config_for(store: Store, img, blobs: list[bytes]) -> bytes:  # img: image.Image
+    """The stored config bytes if the diff_ids still match, else a copy listing the new ones."""
+    original = store.image_dir(img.id).joinpath("config.json").read_bytes()
+    new_ids = ["sha256:" + hashlib.sha256(b).hexdigest() for b in blobs]
+    if new_ids == img.layers:
+        return original  # the same bytes, hence the same image id
+    config = json.loads(original)
+    config.setdefault("rootfs", {"type": "layers"})["diff_ids"] = new_ids
+    return json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
