@@ -22,11 +22,8 @@ config bytes, the config lists the sha256 of every *uncompressed* layer
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import hashlib
 import json
-import lzma
 import os
 import platform
 import posixpath
@@ -487,6 +484,9 @@ def open_archive(path: Path, scratch: Path) -> Iterator[Archive]:
 
 
 def _decompress_to(f: BinaryIO, kind: str, scratch: Path) -> Path:
+    import bz2  # rare outer compressions: imported only when met
+    import lzma
+
     out = scratch / f"archive-{os.getpid()}-{id(f)}.tar"
     if kind == "gzip":
         src: Any = GzipReader(f)
@@ -499,7 +499,7 @@ def _decompress_to(f: BinaryIO, kind: str, scratch: Path) -> Path:
     try:
         with open(out, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
-    except (OSError, EOFError, lzma.LZMAError) as e:
+    except (OSError, EOFError, ValueError, lzma.LZMAError) as e:
         out.unlink(missing_ok=True)
         raise ImageError(f"corrupt {kind} data: {e}") from None
     except BaseException:

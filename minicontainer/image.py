@@ -19,16 +19,17 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from minicontainer import archive as arc
-from minicontainer import layers
 from minicontainer.errors import ImageError
 from minicontainer.explain import SILENT, Narration
 from minicontainer.store import (Store, atomic_write_bytes, atomic_write_json, digest_hex,
                                  read_json, remove_tree)
+
+if TYPE_CHECKING:  # reading archives is only needed on a cold load: imported there
+    from minicontainer import archive as arc
+    from minicontainer import layers
 
 PROGRESS_AFTER = 1.0  # seconds: short loads stay quiet
 
@@ -107,6 +108,8 @@ def load_all(store: Store, path: Path, *, progress: bool = False,
 
 
 def _load_archive(store: Store, path: Path, progress: bool, narrator: Narration = SILENT) -> list[Image]:
+    from minicontainer import archive as arc
+
     with arc.open_archive(path, store.tmp) as archive:
         found = archive.images()
         kind = ("a docker-save archive (manifest.json)" if archive.has("manifest.json") else
@@ -163,6 +166,9 @@ def _ensure_layer(store: Store, archive: arc.Archive, layer: arc.LayerRef, chain
 def _unpack(store: Store, archive: arc.Archive, layer: arc.LayerRef, below: list[Path],
             bar: _Progress, chain: str | None = None, narrator: Narration = SILENT) -> str:
     """Unpack, hash and verify a layer in one pass; rename it into place. Returns its diff_id."""
+    from minicontainer import archive as arc
+    from minicontainer import layers
+
     what = f"layer {layer.digest or layer.diff_id or layer.member or archive.path.name}"
     tmp = store.mkdtemp("layer-")
     os.chmod(tmp, 0o755)  # mkdtemp's 0700, unless the tar's own "./" entry says otherwise
@@ -213,6 +219,8 @@ def _put_in_place(store: Store, tmp: Path, chain: str, diff_id: str, stats: laye
 
 def _register(store: Store, found: arc.ArchiveImage, narrator: Narration = SILENT) -> Image:
     """Write images/<id>/ (config.json + image.json), or update the tags of an existing one."""
+    from datetime import datetime, timezone
+
     image_id = found.id
     narrator.step(lambda: f"write {store.image_dir(image_id)}/config.json, image.json: image id {image_id}"
                           + (f", tags {found.tags}" if found.tags else ""),
@@ -344,7 +352,7 @@ def get(store: Store, image_id: str) -> Image:
     folder = store.image_dir(image_id)
     try:
         record = read_json(folder / "image.json")
-        config = arc.parse_json((folder / "config.json").read_bytes(), f"image {image_id}")
+        config = json.loads((folder / "config.json").read_bytes())
     except FileNotFoundError:
         raise ImageError(f"no such image: {image_id}") from None
     except ValueError as e:

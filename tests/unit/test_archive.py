@@ -12,6 +12,7 @@ import pytest
 import imagefactory as fac
 from imagefactory import Entry, layer_tar
 from minicontainer import image as images
+from minicontainer import layers
 from minicontainer.archive import host_platform
 from minicontainer.errors import ImageError
 from minicontainer.store import Store
@@ -91,7 +92,7 @@ def test_second_load_reads_no_layer(store: Store, tmp_path: Path, monkeypatch: p
 
     def fail(*a, **k):
         raise AssertionError("a layer was unpacked again")
-    monkeypatch.setattr(images.layers, "unpack_layer", fail)
+    monkeypatch.setattr(layers, "unpack_layer", fail)
     assert images.load(store, archive).id == first.id
     copy = tmp_path / "copy.tar"  # another file: the JSON is read, the layers are not
     copy.write_bytes(archive.read_bytes())
@@ -101,8 +102,8 @@ def test_second_load_reads_no_layer(store: Store, tmp_path: Path, monkeypatch: p
 def test_shared_layers_unpack_once(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     images.load(store, fac.docker_save(tmp_path / "a.tar", LAYERS[:1], CONFIG, ["a:1"]))
     calls = []
-    real = images.layers.unpack_layer
-    monkeypatch.setattr(images.layers, "unpack_layer", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = layers.unpack_layer
+    monkeypatch.setattr(layers, "unpack_layer", lambda *a, **k: calls.append(1) or real(*a, **k))
     images.load(store, fac.docker_save(tmp_path / "b.tar", LAYERS, CONFIG, ["b:1"]))
     assert len(calls) == 1
     assert len([p for p in store.layers.iterdir() if p.is_dir()]) == 2
