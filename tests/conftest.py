@@ -168,6 +168,8 @@ def _snapshot(basetemp: str, store: Path | None) -> dict[str, set[str]]:
     mounts = {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
     cgroups = {str(p) for p in Path("/sys/fs/cgroup").glob("*/minicontainer*")}
     cgroups |= {str(p) for p in Path("/sys/fs/cgroup").glob("*/*/minicontainer*")}
+    # one container's cgroup, even when the shared parent stays (another container uses it)
+    cgroups |= {str(p) for p in Path("/sys/fs/cgroup").glob("*/minicontainer/*") if p.is_dir()}
     links = {p.name for p in Path("/sys/class/net").iterdir()} if Path("/sys/class/net").exists() else set()
     return {"mounts": mounts, "cgroups": cgroups, "links": links, "nft": _nft_rules(),
             "ipam": _ipam_entries(store), "processes": _our_processes(basetemp)}
