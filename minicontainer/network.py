@@ -349,12 +349,14 @@ def attach(store: Store, network_name: str, container_id: str, pid: int, *,
     try:
         with IPRoute() as ipr:
             with store.lock(ipam.lock_name(network.name)):
+                rebuilt = not Path("/sys/class/net", network.bridge).exists()  # e.g. after a reboot
                 bridge_index = ensure_bridge(ipr, store, network)
             create_veth_pair(ipr, endpoint, pid)
             plug_into_bridge(ipr, endpoint, bridge_index)
         configure_container_side(endpoint, pid)
         if nat_available():
-            ports.publish_network(network.bridge, network.subnet)
+            if rebuilt:  # the bridge and its NAT rules are made (and lost) together
+                ports.publish_network(network.bridge, network.subnet)
             ports.publish_container(container_id, address, publish)
             enable_ip_forward(store)
         refresh_hosts_files(store, network)
