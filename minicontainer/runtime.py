@@ -570,7 +570,7 @@ def set_parent_death_signal(child: Child) -> None:
     """
     parent = os.getppid()
     child.narrator.step(lambda: "prctl(PR_SET_PDEATHSIG, SIGKILL)",
-                        f"die with our parent (pid {parent}), which records the exit")
+                        "die with our parent (CLI or monitor): it alone can record the exit")
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the prctl took effect
         os._exit(137)
