@@ -217,12 +217,13 @@ def setup_network(store: Store, network: Network) -> None:
 def remove_network(store: Store, name: str) -> None:
     """`network rm`: refused while a live container uses it; removes bridge, rules and files."""
     network = ipam.load_network(store, name)
+    entries = ipam.read_allocations(store, name).values()
+    users = [e.get("name") or e["container"] for e in entries if store.container_dir(e["container"]).exists()]
+    if users:
+        raise NetworkError(f"network {name} has active endpoints: {', '.join(sorted(users))}")
+    for entry in entries:  # left by containers deleted without detach (their store dir is gone)
+        detach(store, entry["container"])
     with store.lock(ipam.lock_name(name)):
-        users = [entry.get("name") or entry["container"]
-                 for entry in ipam.read_allocations(store, name).values()
-                 if store.container_dir(entry["container"]).exists()]
-        if users:
-            raise NetworkError(f"network {name} has active endpoints: {', '.join(sorted(users))}")
         # a bridge of that name made by someone else keeps its NAT rules too
         if delete_bridge(store, network) and nat_available():
             ports.unpublish_network(network.bridge)

@@ -123,6 +123,9 @@ def test_none_has_only_lo(mc, net: dict[str, str]) -> None:
     assert "UP" in out
     bad = mc("run", "--rm", "--network", "none", "-p", "8080:80", IMAGE, "true")
     assert bad.returncode == 125 and "bridge network" in bad.stderr
+    missing = mc("run", "--rm", "--network", "nosuchnet", IMAGE, "true")
+    assert missing.returncode == 125 and "network nosuchnet not found" in missing.stderr
+    assert mc("ps", "-aq").stdout == ""  # no container is left by a failed start
 
 
 def test_host_sees_the_hosts_interfaces(mc, net: dict[str, str]) -> None:
