@@ -28,7 +28,7 @@ from typing import Any
 from minicontainer.bundle import (A_NAME, A_STORE, RootfsPlan, RunOptions, build_config, describe_command,
                                   write_bundle)
 from minicontainer.errors import ContainerError, MiniContainerError
-from minicontainer.explain import SILENT, Narration
+from minicontainer.explain import SILENT, Narration, call
 from minicontainer.store import Store, atomic_write_json, read_json, remove_tree
 
 # Docker-style generated names: adjective_scientist.
@@ -216,7 +216,7 @@ class Container:
                     detached=detached, interactive=opts.interactive, tty=opts.tty,
                     rootfs_mode=plan.mode)
                 atomic_write_json(staging / "state.json", asdict(state))
-                narrator.step(lambda: f"rename({str(staging)!r}, {str(final)!r})",
+                narrator.step(lambda: call("rename", staging, final),
                               "the container's bundle (config.json + rootfs/), upper/ and work/ appear whole")
                 os.rename(staging, final)
         except BaseException:

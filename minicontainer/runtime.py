@@ -681,8 +681,8 @@ def mount_rootfs(child: Child) -> None:
             f"workdir={bundle.annotation(A_WORKDIR)}")
     if len(data) >= os.sysconf("SC_PAGE_SIZE"):
         raise ContainerError(f"too many layers for one overlay mount ({len(data)} bytes of options)")
-    child.narrator.step(lambda: f"chdir({os.getcwd()!r}); " + call("mount", "overlay", rootfs, "overlay",
-                                                                   Symbol("MS_NODEV"), data),
+    child.narrator.step(lambda: call("chdir", os.getcwd()) + "; "
+                        + call("mount", "overlay", rootfs, "overlay", Symbol("MS_NODEV"), data),
                         "the image's layers, read-only and shared, under this container's writable upperdir")
     try:
         linux.mount("overlay", rootfs, "overlay", linux.MS_NODEV, data)
@@ -794,7 +794,7 @@ def create_devices(child: Child) -> None:
 def create_dev_links(child: Child) -> None:
     """symlink(2) /dev/fd, stdin, stdout, stderr to /proc/self/fd, and ptmx to pts/ptmx."""
     dev = os.path.join(str(child.bundle.rootfs), "dev")
-    child.narrator.step(lambda: "; ".join(f"symlink({target!r}, {os.path.join(dev, name)!r})"
+    child.narrator.step(lambda: "; ".join(call("symlink", target, os.path.join(dev, name))
                                           for name, target in DEV_LINKS.items()),
                         "the /dev links programs expect (/dev/stdin, /dev/fd, …)")
     for name, target in DEV_LINKS.items():
@@ -814,7 +814,7 @@ def setup_console(child: Child) -> None:
         return
     root = str(child.bundle.rootfs) if child.bundle else "/"
     child.pty_slave, slave_path = _open_pty_and_send_master(child, os.path.join(root, "dev/pts"))
-    child.narrator.step(lambda: f"open({os.path.join(root, 'dev/pts/ptmx')!r}) → {slave_path}",
+    child.narrator.step(lambda: call("open", os.path.join(root, "dev/pts/ptmx")) + f" → {slave_path}",
                         "a terminal from the container's own devpts; the parent gets its master (SCM_RIGHTS)")
     if child.bundle:
         console = os.path.join(root, "dev/console")
@@ -855,7 +855,7 @@ def pivot_into_rootfs(child: Child) -> None:
     new_root = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fchdir(new_root)
-        child.narrator.step(lambda: f"chdir({rootfs!r}); " + call("pivot_root", ".", ".") + "; "
+        child.narrator.step(lambda: call("chdir", rootfs) + "; " + call("pivot_root", ".", ".") + "; "
                             + call("umount2", ".", Symbol("MNT_DETACH")),
                             "the rootfs becomes /, and the host's root, stacked on it, is detached")
         try:
@@ -1031,7 +1031,7 @@ def restrict_privileges(child: Child) -> None:
 
     Details, and the attack each one stops, in security.py.
     """
-    caps, nnp, seccomp = child.process.get("capabilities") or {}, child.process.get("noNewPrivileges"), child.seccomp
+    caps, seccomp, nnp = child.process.get("capabilities") or {}, child.seccomp, child.process.get("noNewPrivileges")
     child.narrator.step(lambda: f"prctl(PR_SET_NO_NEW_PRIVS, {int(bool(nnp))}); "
                         f"prctl(PR_CAPBSET_DROP, …) keeping {caps.get('bounding', [])}; "
                         + (f"seccomp(SECCOMP_SET_MODE_FILTER): default {seccomp.get('defaultAction')}, "
