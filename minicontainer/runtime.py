@@ -1031,7 +1031,8 @@ def restrict_privileges(child: Child) -> None:
 
     Details, and the attack each one stops, in security.py.
     """
-    caps, seccomp, nnp = child.process.get("capabilities") or {}, child.seccomp, child.process.get("noNewPrivileges")
+    caps, seccomp = child.process.get("capabilities") or {}, child.seccomp
+    nnp = child.process.get("noNewPrivileges")
     child.narrator.step(lambda: f"prctl(PR_SET_NO_NEW_PRIVS, {int(bool(nnp))}); "
                         f"prctl(PR_CAPBSET_DROP, …) keeping {caps.get('bounding', [])}; "
                         + (f"seccomp(SECCOMP_SET_MODE_FILTER): default {seccomp.get('defaultAction')}, "
