@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from minicontainer.errors import MiniContainerError
+from minicontainer.explain import SILENT, Narration
 
 PARENT = "minicontainer"
 
@@ -287,6 +288,7 @@ class Cgroup:
 
     name: str
     layout: Layout
+    narrator: Narration = field(default=SILENT, compare=False, repr=False)  # --explain
 
     @classmethod
     def for_container(cls, container_id: str, layout: Layout | None = None) -> Cgroup:
@@ -330,6 +332,12 @@ class Cgroup:
 
     # -- life cycle
 
+    def _write(self, path: Path, value: str) -> None:
+        """Write a limit or a setting into one of our files (said aloud with --explain)."""
+        self.narrator.step(lambda: f"write {path} ← {value!r}",
+                           "from now on the kernel enforces it on every process in the cgroup")
+        _write(path, value)
+
     def create(self, resources: dict[str, Any] | None = None) -> None:
         """mkdir(2) the cgroup in every hierarchy, then write the limits (cgroups(7)).
 
@@ -370,12 +378,12 @@ class Cgroup:
         wanted = [c for c in ("cpu", "memory", "pids") if self.layout.where(c) == "v2"]
         node = self.layout.v2
         for part in Path(self.name.strip("/")).parts[:-1]:
-            _write(node / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+            self._write(node / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
             node = node / part
         if wanted and node != leaf.parent:  # pragma: no cover - defensive
             raise MiniContainerError(f"unexpected cgroup path {leaf}")
         if wanted:
-            _write(node / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+            self._write(node / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
 
     def _apply(self, resources: dict[str, Any]) -> None:
         """Translate OCI `linux.resources` into the files of v1 or v2."""
@@ -384,32 +392,32 @@ class Cgroup:
         pids = resources.get("pids") or {}
         if memory.get("limit"):
             if self.layout.where("memory") == "v1":
-                _write(self._file("memory", "memory.limit_in_bytes"), str(memory["limit"]))
+                self._write(self._file("memory", "memory.limit_in_bytes"), str(memory["limit"]))
                 if memory.get("swap") not in (None, 0):
                     # memsw counts memory + swap, exactly OCI's memory.swap
-                    _write(self._file("memory", "memory.memsw.limit_in_bytes"), str(memory["swap"]))
+                    self._write(self._file("memory", "memory.memsw.limit_in_bytes"), str(memory["swap"]))
             else:
-                _write(self._file("memory", "memory.max"), str(memory["limit"]))
+                self._write(self._file("memory", "memory.max"), str(memory["limit"]))
                 swap = memory.get("swap")
                 if swap not in (None, 0) and self.layout.can_limit_swap():
                     # v2 limits swap alone: memory.swap.max = (memory + swap) - memory
-                    _write(self._file("memory", "memory.swap.max"),
-                           "max" if swap == -1 else str(swap - memory["limit"]))
+                    self._write(self._file("memory", "memory.swap.max"),
+                                "max" if swap == -1 else str(swap - memory["limit"]))
         if cpu.get("shares"):
             if self.layout.where("cpu") == "v1":
-                _write(self._file("cpu", "cpu.shares"), str(cpu["shares"]))
+                self._write(self._file("cpu", "cpu.shares"), str(cpu["shares"]))
             else:
-                _write(self._file("cpu", "cpu.weight"), str(cpu_weight(cpu["shares"])))
+                self._write(self._file("cpu", "cpu.weight"), str(cpu_weight(cpu["shares"])))
         if cpu.get("quota") or cpu.get("period"):
             period = cpu.get("period") or DEFAULT_CPU_PERIOD
             quota = cpu.get("quota") or -1
             if self.layout.where("cpu") == "v1":
-                _write(self._file("cpu", "cpu.cfs_period_us"), str(period))
-                _write(self._file("cpu", "cpu.cfs_quota_us"), str(quota))
+                self._write(self._file("cpu", "cpu.cfs_period_us"), str(period))
+                self._write(self._file("cpu", "cpu.cfs_quota_us"), str(quota))
             else:
-                _write(self._file("cpu", "cpu.max"), f"{'max' if quota < 0 else quota} {period}")
+                self._write(self._file("cpu", "cpu.max"), f"{'max' if quota < 0 else quota} {period}")
         if pids.get("limit", 0) > 0:
-            _write(self._file("pids", "pids.max"), str(pids["limit"]))
+            self._write(self._file("pids", "pids.max"), str(pids["limit"]))
         self._apply_devices(resources.get("devices") or [])
 
     def _apply_devices(self, rules: list[dict[str, Any]]) -> None:
@@ -423,7 +431,8 @@ class Cgroup:
             return
         directory = self._path(self.layout.v1["devices"])
         for rule in rules:
-            _write(directory / ("devices.allow" if rule.get("allow") else "devices.deny"), _device_rule_v1(rule))
+            self._write(directory / ("devices.allow" if rule.get("allow") else "devices.deny"),
+                        _device_rule_v1(rule))
 
     def add(self, pid: int) -> None:
         """Move process `pid` (and later all its children) into the cgroup: write it to cgroup.procs."""

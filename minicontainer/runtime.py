@@ -428,7 +428,7 @@ def place_in_cgroup(pid: int, bundle: Bundle, narrator: Narration = SILENT) -> N
     unshares its cgroup namespace only once it is inside (so it sees its own
     cgroup as "/").
     """
-    cgroup = container_cgroup(bundle)
+    cgroup = container_cgroup(bundle, narrator)
     narrator.step(lambda: "mkdir(2) " + " ".join(str(d) for d in cgroup.directories()),
                   "a cgroup for the container, its limits written before its command runs")
     cgroup.create(bundle.config.get("linux", {}).get("resources"))
@@ -436,10 +436,10 @@ def place_in_cgroup(pid: int, bundle: Bundle, narrator: Narration = SILENT) -> N
     cgroup.add(pid)
 
 
-def container_cgroup(bundle: Bundle) -> cgroups.Cgroup:
+def container_cgroup(bundle: Bundle, narrator: Narration = SILENT) -> cgroups.Cgroup:
     """The container's cgroup, from linux.cgroupsPath (`minicontainer/<id>`)."""
     path = bundle.config.get("linux", {}).get("cgroupsPath") or f"{cgroups.PARENT}/{bundle.path.name}"
-    return cgroups.Cgroup(path, cgroups.detect())
+    return cgroups.Cgroup(path, cgroups.detect(), narrator)
 
 
 def oom_killed(bundle: Bundle) -> bool:
