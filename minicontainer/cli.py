@@ -618,6 +618,17 @@ def export(ctx: Context, container: str, output: str) -> None:
     commits.export(ctx.store(), container, Path(output))
 
 
+@cli.command()
+@pass_ctx
+def doctor(ctx: Context) -> int:
+    """Try what containers need on this host (root, namespaces, overlayfs, cgroups, NAT…)."""
+    from minicontainer import doctor as doc
+
+    checks = doc.run_checks(ctx.store())
+    click.echo(doc.report(checks))
+    return 1 if any(c.status == doc.MISSING for c in checks) else 0
+
+
 # ---------------------------------------------------------------- the edge
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tarfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -255,7 +256,9 @@ def export(store: Store, ref: str, out: Path) -> int:
     lowers = [upper_dir(container)] + list(reversed(img.layer_dirs(store)))
     mountpoint = store.mkdtemp("export-")
     try:
-        return _in_private_mount_namespace(lambda: _tar_merged(lowers, mountpoint, Path(out)))
+        return int(in_child(lambda: _tar_merged(lowers, mountpoint, Path(out))))
+    except ContainerError as e:
+        raise ContainerError(f"export failed: {e}") from None
     finally:
         remove_tree(mountpoint)
 
@@ -271,8 +274,6 @@ def _tar_merged(lowers_top_first: list[Path], mountpoint: Path, out: Path) -> in
     linux.mount("overlay", str(mountpoint), "overlay", linux.MS_RDONLY | linux.MS_NODEV, data)
     tmp = out.with_name(f".{out.name}.tmp")
     with open(tmp, "wb") as raw:
-        import tarfile
-
         with tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
                           encoding="utf-8", errors="surrogateescape") as tar:
             count = save.add_tree(tar, mountpoint, whiteouts=False)
@@ -280,23 +281,26 @@ def _tar_merged(lowers_top_first: list[Path], mountpoint: Path, out: Path) -> in
     return count
 
 
-def _in_private_mount_namespace(work) -> int:  # work: Callable[[], int]
-    """Run `work` in a forked child inside its own mount namespace; return its result.
+def in_child(work, unshare_flags: int | None = None) -> Any:  # work: Callable[[], Any]
+    """Run `work` in a forked child inside new namespaces; return its (JSON) result.
 
-    unshare(2) CLONE_NEWNS, then mount(2) MS_REC|MS_PRIVATE on "/" so nothing
-    the child mounts propagates back (mount_namespaces(7)). When the child
-    exits, its namespace and every mount in it are gone: no mount can leak,
-    whatever happens. The answer (or the error) comes back over a pipe.
+    unshare(2) `unshare_flags` (by default CLONE_NEWNS, a mount namespace),
+    then, with a new mount namespace, mount(2) MS_REC|MS_PRIVATE on "/" so
+    nothing the child mounts propagates back (mount_namespaces(7)). When the
+    child exits, its namespaces and every mount in them are gone: no mount
+    can leak, whatever happens. The answer (or the error) comes back over a pipe.
     """
     from minicontainer import linux
 
+    flags = linux.CLONE_NEWNS if unshare_flags is None else unshare_flags
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(read_end)
         try:
-            linux.unshare(linux.CLONE_NEWNS)
-            linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+            linux.unshare(flags)
+            if flags & linux.CLONE_NEWNS:
+                linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
             answer = {"ok": work()}
         except BaseException as e:  # noqa: BLE001 - every failure must reach the parent
             answer = {"error": f"{type(e).__name__}: {e}" if not isinstance(e, OSError) else str(e)}
@@ -306,7 +310,7 @@ def _in_private_mount_namespace(work) -> int:  # work: Callable[[], int]
     with os.fdopen(read_end, "rb") as f:
         raw = f.read()
     os.waitpid(pid, 0)
-    answer = json.loads(raw or b'{"error": "the export process died"}')
+    answer = json.loads(raw or b'{"error": "the child process died"}')
     if "error" in answer:
-        raise ContainerError(f"export failed: {answer['error']}")
-    return int(answer["ok"])
+        raise ContainerError(answer["error"])
+    return answer["ok"]
