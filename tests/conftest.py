@@ -112,30 +112,42 @@ def mc(store_root: Path) -> MC:
 
 # ---------------------------------------------------------------- leak check
 
+def _is_ours(pid: str, basetemp: str) -> bool:
+    """Whether a process belongs to this test session's minicontainer: a CLI or monitor on a
+    test store (MINICONTAINER_ROOT under the session's temp dir), or a container process whose
+    own mount table names a test store (its overlay's upperdir, or its copied root) - even one
+    that escaped its cgroup. Other work on the machine is not this test's business."""
+    proc = Path("/proc") / pid
+    if f"MINICONTAINER_ROOT={basetemp}".encode() in (proc / "environ").read_bytes():
+        return True
+    if os.stat(proc / "ns" / "mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino:
+        return False
+    return basetemp in (proc / "mountinfo").read_text()
+
+
 def _our_processes(basetemp: str) -> set[str]:
-    """Processes that can only be minicontainer's: a CLI or monitor on a test store
-    (MINICONTAINER_ROOT under this session's temp dir), anything in a minicontainer
-    cgroup, or anything in a PID namespace other than ours (a container's process,
-    even one that escaped its cgroup). The rest of the machine is not our business."""
-    own_ns = os.stat("/proc/self/ns/pid").st_ino
-    marker = f"MINICONTAINER_ROOT={basetemp}".encode()
     found = set()
     for p in Path("/proc").iterdir():
         if not p.name.isdigit() or p.name == str(os.getpid()):
             continue
         try:
             cmd = (p / "cmdline").read_bytes()
-            if not cmd:  # kernel threads have none
+            if not cmd or not _is_ours(p.name, basetemp):  # kernel threads have no cmdline
                 continue
-            ours = (os.stat(p / "ns" / "pid").st_ino != own_ns
-                    or "/minicontainer" in (p / "cgroup").read_text()
-                    or marker in (p / "environ").read_bytes())
         except OSError:
             continue  # exited meanwhile
-        if ours:
-            text = cmd.replace(b"\0", b" ").decode(errors="replace")[:120]
-            found.add(f"{p.name} {text}")
+        text = cmd.replace(b"\0", b" ").decode(errors="replace")[:120]
+        found.add(f"{p.name} {text}")
     return found
+
+
+def _ours_or_empty(cgroup: Path, basetemp: str) -> bool:
+    """An empty cgroup is anyone's leak; a busy one is ours only if one of its processes is."""
+    try:
+        pids = (cgroup / "cgroup.procs").read_text().split()
+        return not pids or any(_is_ours(pid, basetemp) for pid in pids)
+    except OSError:
+        return False  # removed meanwhile
 
 
 def _nft_rules() -> set[str]:
@@ -170,6 +182,8 @@ def _snapshot(basetemp: str, store: Path | None) -> dict[str, set[str]]:
     cgroups |= {str(p) for p in Path("/sys/fs/cgroup").glob("*/*/minicontainer*")}
     # one container's cgroup, even when the shared parent stays (another container uses it)
     cgroups |= {str(p) for p in Path("/sys/fs/cgroup").glob("*/minicontainer/*") if p.is_dir()}
+    # a container of someone else on this machine (another store) is not this test's leak
+    cgroups = {c for c in cgroups if Path(c).name == "minicontainer" or _ours_or_empty(Path(c), basetemp)}
     links = {p.name for p in Path("/sys/class/net").iterdir()} if Path("/sys/class/net").exists() else set()
     return {"mounts": mounts, "cgroups": cgroups, "links": links, "nft": _nft_rules(),
             "ipam": _ipam_entries(store), "processes": _our_processes(basetemp)}
@@ -186,7 +200,8 @@ def no_leaks(request: pytest.FixtureRequest):
     if request.node.get_closest_marker("root") is None or os.geteuid() != 0:
         yield
         return
-    basetemp = str(request.getfixturevalue("tmp_path_factory").getbasetemp())
+    # with the slash: pytest-1/ must not match pytest-12/ of another session
+    basetemp = str(request.getfixturevalue("tmp_path_factory").getbasetemp()) + "/"
     store = request.getfixturevalue("store_root") if "store_root" in request.fixturenames else None
     before = _snapshot(basetemp, store)
     yield
