@@ -98,6 +98,10 @@ def test_published_port_from_the_host(mc, net: dict[str, str]) -> None:
     for address in ("127.0.0.1", net["gateway"], host_address_besides(net["bridge"])):
         with urllib.request.urlopen(f"http://{address}:{port}/", timeout=10) as reply:
             assert reply.read() == b"hello from the container\n", address
+    # another container through the host's published port (hairpin NAT on the bridge)
+    hairpin = mc("run", "--rm", "--network", net["name"], IMAGE, "wget", "-q", "-O-",
+                 f"http://{net['gateway']}:{port}/", check=True)
+    assert hairpin.stdout == "hello from the container\n"
     info = json.loads(mc("container", "inspect", cid, check=True).stdout)[0]["NetworkSettings"]
     assert info["Ports"] == [f"0.0.0.0:{port}->80/tcp"]
     taken = mc("run", "--rm", "--network", net["name"], "-p", f"{port}:80", IMAGE, "true")
