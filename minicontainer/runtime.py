@@ -462,16 +462,18 @@ def attach_network(pid: int, bundle: Bundle, narrator: Narration = SILENT) -> No
     from minicontainer.ports import parse_ports
     from minicontainer.store import Store
 
-    narrator.step(lambda: f"ip link add {network.host_veth_name(bundle.path.name)} type veth peer name eth0 "
-                          f"netns {pid}; ip link set … master <bridge of {name}>; ip addr add …; ip route add default …",
-                  "a virtual cable from the host's bridge into the container's network namespace")
     ports = bundle.annotation(A_NETWORK_PORTS)
-    network.attach_in_helper(
+    end = network.attach_in_helper(
         Store(Path(bundle.annotation(A_STORE))), name, bundle.path.name, pid,
         name=bundle.annotation(A_NAME), hostname=bundle.config.get("hostname", ""),
         requested_ip=bundle.annotation(A_NETWORK_IP) or None,
         publish=parse_ports(ports.split(",") if ports else []),
         hosts_file=_bind_source(bundle, "/etc/hosts"))
+    narrator.step(lambda: f"ip link add {end.host_veth} type veth peer name eth0 address {end.mac} "
+                          f"netns {pid}; ip link set {end.host_veth} master {end.bridge} up; in netns {pid}: "
+                          f"ip addr add {end.ip}/{end.prefixlen} dev eth0, ip route add default via {end.gateway}"
+                          + (f"; nft DNAT {', '.join(end.ports)}" if end.ports else ""),
+                  f"a virtual cable from the host's bridge into the container's network namespace ({name})")
 
 
 def _bind_source(bundle: Bundle, destination: str) -> Path | None:
@@ -494,10 +496,12 @@ def release(bundle: Bundle, narrator: Narration = SILENT) -> None:
         from minicontainer import network
         from minicontainer.store import Store
 
-        narrator.step(lambda: f"ip link del {network.host_veth_name(bundle.path.name)}; "
-                              "nft delete chain …; release the IP address",
+        released = network.detach(Store(Path(bundle.annotation(A_STORE))), bundle.path.name)
+        narrator.step(lambda: "; ".join(f"ip link del {e.get('veth')}; "
+                                        f"release {e.get('ip')} on {e.get('network')}"
+                                        + ("; nft delete its DNAT chains" if e.get("ports") else "")
+                                        for e in released) or "no veth or address left to release",
                       "the container's veth, published ports and address go with it")
-        network.detach(Store(Path(bundle.annotation(A_STORE))), bundle.path.name)
 
 
 # ---------------------------------------------------------------- the child side
