@@ -619,6 +619,16 @@ def export(ctx: Context, container: str, output: str) -> None:
 
 
 @cli.command()
+@click.argument("container")
+@pass_ctx
+def anatomy(ctx: Context, container: str) -> None:
+    """One screen: CONTAINER's layers, process, namespaces, cgroup and network."""
+    from minicontainer import anatomy as anat
+
+    click.echo(anat.render(anat.gather(ctx.store(), container)))
+
+
+@cli.command()
 @pass_ctx
 def doctor(ctx: Context) -> int:
     """Try what containers need on this host (root, namespaces, overlayfs, cgroups, NAT…)."""
