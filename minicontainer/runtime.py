@@ -489,7 +489,8 @@ HOST_STEPS: tuple[Callable[[int, Bundle, Narration], None], ...] = (place_in_cgr
 def release(bundle: Bundle, narrator: Narration = SILENT) -> None:
     """Undo what HOST_STEPS made on the host, once the container has exited (idempotent)."""
     cgroup = container_cgroup(bundle)
-    narrator.step(lambda: "rmdir(2) " + " ".join(str(d) for d in cgroup.directories() if d.is_dir()),
+    narrator.step(lambda: "rmdir(2) " + (" ".join(str(d) for d in cgroup.directories() if d.is_dir())
+                                         or f"nothing: cgroup {cgroup.name} went when its PID 1 exited"),
                   "the container's cgroup goes once its last process is gone (any left are killed)")
     cgroup.destroy()  # kills any process left, then rmdir
     if bundle.annotation(A_NETWORK):
@@ -786,7 +787,7 @@ def create_devices(child: Child) -> None:
     Bind mounts rather than mknod(2), as runc does in user namespaces: they
     work everywhere and give exactly the host's device.
     """
-    dev = os.path.join(str(child.bundle.rootfs), "dev")
+    dev = resolve_in_root(str(child.bundle.rootfs), "/dev")  # an image's /dev may be a symlink
     for name in DEVICES:
         target = os.path.join(dev, name)
         _make_target(target, is_dir=False)
@@ -797,7 +798,7 @@ def create_devices(child: Child) -> None:
 
 def create_dev_links(child: Child) -> None:
     """symlink(2) /dev/fd, stdin, stdout, stderr to /proc/self/fd, and ptmx to pts/ptmx."""
-    dev = os.path.join(str(child.bundle.rootfs), "dev")
+    dev = resolve_in_root(str(child.bundle.rootfs), "/dev")  # an image's /dev may be a symlink
     child.narrator.step(lambda: "; ".join(call("symlink", target, os.path.join(dev, name))
                                           for name, target in DEV_LINKS.items()),
                         "the /dev links programs expect (/dev/stdin, /dev/fd, …)")
