@@ -48,14 +48,15 @@ class Narration(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
 class Silent:
     """The narrator when `--explain` is off: it does nothing, and builds no text.
 
-    It has no state at all, so the one instance `SILENT` can be every
-    function's default.
+    It has no state at all (not even a __dict__), so the one instance
+    `SILENT` can be every function's default. A plain class, not a dataclass:
+    every command imports this module, and a dataclass costs time to build.
     """
 
+    __slots__ = ()
     enabled: ClassVar[bool] = False
 
     def step(self, what: Callable[[], str], why: str) -> None:
