@@ -31,8 +31,13 @@ test: image
 stress: image
 	$(PY) -m pytest -q tests -m stress
 
+# Side by side with runc, podman and the floors (results under build/bench/).
+# runc and podman come from Debian's packages (bench/run.py installs them when
+# missing); the chart needs matplotlib, the table does not.
 bench: image
-	$(PY) -m minicontainer.bench
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]' \
+	  || echo "matplotlib not installed: the benchmark prints its table without a chart"
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build $(VENV)
