@@ -28,9 +28,10 @@ def _case(name: str, canary: Path):
     return next(c for c in corpus(canary) if c.name == name)
 
 
+@pytest.mark.parametrize("rootfs", ["overlay", "copy"])
 @pytest.mark.parametrize("name", CASES)
 def test_hostile_archive_load_and_run(mc, store_root: Path, canary: Path, base: bytes,
-                                      tmp_path: Path, name: str) -> None:
+                                      tmp_path: Path, name: str, rootfs: str) -> None:
     case = _case(name, canary)
     archive = write_archive(case, base, tmp_path / f"{name}.tar")
 
@@ -43,7 +44,9 @@ def test_hostile_archive_load_and_run(mc, store_root: Path, canary: Path, base: 
     assert staging(store_root) == []
     assert all((store_root / "layers" / f"{n}.json").exists() for n in layer_dirs(store_root))
 
-    ran = mc("run", "--rm", str(archive), "sh", "-c", PROBE, "sh", *case.probes)
+    # both ways of assembling the root: overlayfs, and copying the layers (the fallback)
+    ran = mc("run", "--rm", str(archive), "sh", "-c", PROBE, "sh", *case.probes,
+             env={"MINICONTAINER_ROOTFS": rootfs})
     if loaded.returncode != 0:
         assert ran.returncode == 125   # the same refusal, through `run`
         assert_one_line_error(ran.stderr)
