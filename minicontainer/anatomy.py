@@ -175,8 +175,10 @@ def _network(store: Store, container, config: dict[str, Any]) -> list[str]:  # c
     endpoint = endpoint_of(store, container.id)
     if endpoint is None:
         return [f"network {wanted}: no address now (released when the container stopped)"]
-    lines = [f"eth0 {endpoint.ip}/{endpoint.prefixlen} ─veth─ {endpoint.host_veth or '?'} "
-             f"(host) ─ bridge {endpoint.bridge} ({endpoint.gateway}, network {endpoint.network})"]
+    veth = endpoint.host_veth or "?"
+    lines = [f"eth0 {endpoint.ip}/{endpoint.prefixlen} inside ══ veth pair ══ {veth} on the host",
+             f"{veth} plugged into bridge {endpoint.bridge} of network {endpoint.network}",
+             f"(gateway {endpoint.gateway}: the host's address on that bridge)"]
     if endpoint.ports:
         lines.append("published: " + ", ".join(endpoint.ports))
     return lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,22 @@ def test_anatomy_of_a_missing_container(mc: MC) -> None:
     result = mc("anatomy", "nobody-here")
     assert result.returncode == 125
     assert "No such container: nobody-here" in result.stderr
+
+
+def test_anatomy_shows_the_veth_and_bridge(mc: MC, demo_tar: Path) -> None:
+    mc("load", str(demo_tar), check=True)
+    mc("network", "create", "anatnet", "--subnet", "10.231.77.0/24", check=True)
+    try:
+        mc("run", "-d", "--network", "anatnet", "--name", "wired", "minicontainer-demo", "sleep", "600",
+           check=True)
+        try:
+            endpoint = json.loads(mc("network", "inspect", "anatnet", check=True).stdout)[0]
+            out = mc("anatomy", "wired", check=True).stdout
+            veth = re.search(r"veth pair ══ (\S+) on the host", out).group(1)
+            assert Path(f"/sys/class/net/{veth}").exists()  # the real host-side interface
+            assert "eth0 10.231.77.2/24 inside" in out
+            assert f"plugged into bridge {endpoint['bridge']} of network anatnet" in out
+        finally:
+            mc("rm", "-f", "wired")
+    finally:
+        mc("network", "rm", "anatnet")
