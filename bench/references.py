@@ -123,10 +123,6 @@ class MiniContainer:
         return subprocess.run(self.argv(*args), stdin=subprocess.DEVNULL, capture_output=True,
                               text=True, timeout=300)
 
-    def remove(self, names: list[str]) -> None:
-        if names:
-            self.call("rm", "-f", *names)
-
     def reset(self) -> None:
         remove_tree(self.root)
 

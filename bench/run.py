@@ -315,43 +315,53 @@ def memory_rows(s: Setup, samples: int = 3) -> list[Row]:
 # ---------------------------------------------------------------- profile
 
 
-def profile_warm_start(s: Setup) -> dict:
-    """`-X importtime` and cProfile of one warm `run --rm --network none … true`."""
+def profile_command(s: Setup, label: str, archive: Path, args: list[str]) -> tuple[dict, str]:
+    """`-X importtime` and cProfile of one warm command (image already stored): facts, text."""
     mc = MiniContainer(s.work / "mc-profile")
-    problem = load_into(mc, s.small.archive)
+    problem = load_into(mc, archive)
     if problem:
         remove_tree(mc.root)
-        return {"error": problem}
-    run_args = ["run", "--rm", "--network", "none", s.small.short_id, "true"]
-    cli = [sys.executable, "-m", "minicontainer", "--root", str(mc.root), *run_args]
+        return {"error": problem}, f"{label}: {problem}\n"
+    cli = ["-m", "minicontainer", "--root", str(mc.root), *args]
+    stats_file = s.out / f"{label.replace(' ', '-')}.prof"
     try:
-        timed = subprocess.run([sys.executable, "-X", "importtime", *cli[1:]],
+        timed = subprocess.run([sys.executable, "-X", "importtime", *cli],
                                capture_output=True, text=True)
-        imports = _top_level_imports(timed.stderr)
-        heaviest = _heaviest_imports(timed.stderr)
-        stats_file = s.out / "warm-start.prof"
-        subprocess.run([sys.executable, "-m", "cProfile", "-o", str(stats_file), *cli[1:]],
+        subprocess.run([sys.executable, "-m", "cProfile", "-o", str(stats_file), *cli],
                        capture_output=True)
-        profile_text = _cprofile_summary(stats_file)
     finally:
         remove_tree(mc.root)
-    all_modules = {line.split("|")[-1].strip() for line in timed.stderr.splitlines()
-                   if line.startswith("import time:")}
+    imports = _top_level_imports(timed.stderr)
+    heaviest = _heaviest_imports(timed.stderr)
+    modules = {name for name, _ in heaviest}
     facts = {
         "exit_status": timed.returncode,
-        "imports_total_ms": sum(ms for _, ms in imports),
-        "top_imports_ms": imports[:15],
-        "modules_imported": len(all_modules),
-        "pyroute2_imported": any(m.startswith("pyroute2") for m in all_modules),
-        "zstandard_imported": any(m.startswith("zstandard") for m in all_modules),
+        "imports_total_ms": round(sum(ms for _, ms in imports), 1),
+        "modules_imported": len(modules),
+        "pyroute2_imported": any(m.startswith("pyroute2") for m in modules),
+        "zstandard_imported": any(m.startswith("zstandard") for m in modules),
+        "top_imports_ms": imports[:12],
     }
-    (s.out / "profile.txt").write_text(
-        "warm start: python -X importtime (top-level imports, cumulative ms)\n"
-        + "".join(f"  {ms:8.1f}  {name}\n" for name, ms in imports[:25])
-        + "\nheaviest single modules (self ms, without their own imports)\n"
-        + "".join(f"  {ms:8.1f}  {name}\n" for name, ms in heaviest[:25])
-        + f"\n{json.dumps({k: v for k, v in facts.items() if k != 'top_imports_ms'})}\n\n"
-        + "cProfile, by cumulative time\n" + profile_text)
+    text = (f"== {label}: minicontainer {' '.join(args)}\n"
+            f"{json.dumps({k: v for k, v in facts.items() if k != 'top_imports_ms'})}\n\n"
+            "python -X importtime: top-level imports, cumulative ms\n"
+            + "".join(f"  {ms:8.1f}  {name}\n" for name, ms in imports[:25])
+            + "\nheaviest single modules (self ms, without their own imports)\n"
+            + "".join(f"  {ms:8.1f}  {name}\n" for name, ms in heaviest[:25])
+            + "\ncProfile, by cumulative time\n" + _cprofile_summary(stats_file))
+    return facts, text
+
+
+def profile_start_path(s: Setup, wanted: set[str]) -> dict:
+    """Profile a warm `run --rm --network none … true` (and a warm `load` of the Debian image)."""
+    facts, text = profile_command(s, "warm start", s.small.archive,
+                                  ["run", "--rm", "--network", "none", s.small.short_id, "true"])
+    if "3" in wanted:
+        load_facts, load_text = profile_command(s, "warm load", s.debian.archive,
+                                                ["load", str(s.debian.archive)])
+        facts["warm_load"] = load_facts
+        text += "\n\n" + load_text
+    (s.out / "profile.txt").write_text(text)
     return facts
 
 
@@ -541,7 +551,7 @@ def main() -> None:
             if wanted & keys:
                 rows += make(setup)
         if wanted & {"0", "1"}:
-            profile = profile_warm_start(setup)
+            profile = profile_start_path(setup, wanted)
     finally:
         remove_tree(setup.work)
         tidy_podman_traces(before, chains_before)
