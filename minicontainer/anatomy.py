@@ -124,7 +124,8 @@ def gather(store: Store, ref: str) -> Anatomy:
     found = Anatomy(
         name=state.name, id=state.id, status=status, image=f"{tag} ({img.short_id})",
         command=container.command_text(), layers=_layers(store, img),
-        upper=str(commit.upper_dir(container)) if state.rootfs_mode == "overlay" else "(copied root)",
+        upper=_in_store(commit.upper_dir(container), store) if state.rootfs_mode == "overlay"
+        else "(a copied root: no overlayfs here)",
         changes=[str(c) for c in commit.diff(store, state.id)] if state.rootfs_mode == "overlay" else [],
         limits=limits_of(config.get("linux", {}).get("resources") or {}),
     )
@@ -136,6 +137,14 @@ def gather(store: Store, ref: str) -> Anatomy:
     _add_cgroup(found, container)
     found.network = _network(store, container, config)
     return found
+
+
+def _in_store(path: Path, store: Store) -> str:
+    """`containers/<id>/upper (in the store)`: short enough for the box, whatever the store."""
+    try:
+        return f"{path.relative_to(store.root)}  (in the store)"
+    except ValueError:
+        return str(path)
 
 
 def _layers(store: Store, img) -> list[LayerRow]:  # img: image.Image
@@ -218,7 +227,9 @@ def _files(a: Anatomy) -> list[str]:
     lines = [f"writable layer, this container's only: {counts['A']} added, {counts['C']} changed, "
              f"{counts['D']} deleted",
              f"  {_short(a.upper, a)}"]
-    picked = a.changes[:SHOWN_CHANGES]
+    # added and deleted paths say more than the parent directories they "changed"
+    picked = sorted(sorted(a.changes, key=lambda c: c.startswith("C "))[:SHOWN_CHANGES],
+                    key=lambda c: c[2:])
     lines += [f"    {c}" for c in picked]
     if len(a.changes) > len(picked):
         lines.append(f"    … {len(a.changes) - len(picked)} more: minicontainer diff {a.name}")
