@@ -177,14 +177,18 @@ def _ipam_entries(store: Path | None) -> set[str]:
 def _snapshot(basetemp: str, store: Path | None) -> dict[str, set[str]]:
     """What a container could leave behind on the host: mounts, cgroups, links, nft rules,
     IPAM entries, processes."""
-    mounts = {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+    # a mount of ours lies in a test store or names minicontainer; podman's and the rest are not ours
+    mounts = {m for m in (line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())
+              if m.startswith(basetemp) or "minicontainer" in m}
     cgroups = {str(p) for p in Path("/sys/fs/cgroup").glob("*/minicontainer*")}
     cgroups |= {str(p) for p in Path("/sys/fs/cgroup").glob("*/*/minicontainer*")}
     # one container's cgroup, even when the shared parent stays (another container uses it)
     cgroups |= {str(p) for p in Path("/sys/fs/cgroup").glob("*/minicontainer/*") if p.is_dir()}
     # a container of someone else on this machine (another store) is not this test's leak
     cgroups = {c for c in cgroups if Path(c).name == "minicontainer" or _ours_or_empty(Path(c), basetemp)}
-    links = {p.name for p in Path("/sys/class/net").iterdir()} if Path("/sys/class/net").exists() else set()
+    # podman's links (veth*, podman*, cni-*) come and go with the reference runs, not with ours
+    links = {p.name for p in Path("/sys/class/net").iterdir()
+             if not p.name.startswith(("veth", "podman", "cni-"))} if Path("/sys/class/net").exists() else set()
     return {"mounts": mounts, "cgroups": cgroups, "links": links, "nft": _nft_rules(),
             "ipam": _ipam_entries(store), "processes": _our_processes(basetemp)}
 
