@@ -297,6 +297,13 @@ def tour(archive: Path) -> None:
         layer = row["layer"][7:19] if row["layer"] else "<no layer>"
         print(f"  {layer:12}  {row['created_by']}")
 
+    # Then the README's lesson, played for real in a throwaway store (lesson.py).
+    from minicontainer import lesson
+
+    print("\nThe lesson, step by step" + ("" if os.environ.get("PAUSE") == "1" else
+                                          " (PAUSE=1 make demo waits for Enter between steps)"))
+    lesson.play(archive, pause=os.environ.get("PAUSE") == "1")
+
 
 def main(argv: list[str]) -> int:
     """`build OUT` or `tour ARCHIVE`."""

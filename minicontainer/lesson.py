@@ -215,9 +215,11 @@ def render(results: list[list[Ran]]) -> str:
     out = [START,
            "## The lesson: an image and its containers",
            "",
-           "Run as root, from this directory, after `make image`. Every output below is real: "
-           "`python -m minicontainer.lesson --write README.md` ran these commands (in a temporary "
-           "store) and wrote what they printed. `make demo` plays the same steps.",
+           "Run as root, from this directory, after `make image`; `minicontainer doctor` first "
+           "tries what this machine can do and says what to install if something is missing. "
+           "Every output below is real: `python -m minicontainer.lesson --write README.md` ran "
+           "these commands (in a temporary store) and wrote what they printed. `make demo` plays "
+           "the same steps (`PAUSE=1 make demo` waits for Enter between them).",
            ""]
     for number, (step, ran) in enumerate(zip(STEPS, results), start=1):
         out += [f"### {number}. {step.title}", "", step.text, "", "```console"]
