@@ -255,16 +255,18 @@ def write_section(readme: Path, section: str) -> None:
 
 def play(demo_tar: Path, pause: bool = False, seconds: float = STEP_SECONDS) -> None:
     """Run the lesson on the terminal, step by step: `make demo` (PAUSE=1 waits for Enter)."""
+    bold, cyan, plain = ("\033[1m", "\033[36m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
+
     def on_step(number: int, step: Step) -> None:
         if number > 1:
             if pause:
                 input("\n[Enter] next step ")
             else:
                 time.sleep(seconds)
-        print(f"\n\033[1m{number}. {step.title}\033[0m\n{step.text}\n", flush=True)
+        print(f"\n{bold}{number}. {step.title}{plain}\n{step.text}\n", flush=True)
 
     def on_command(ran: Ran) -> None:
-        print(f"\033[36m$ {ran.command.shown}\033[0m")
+        print(f"{cyan}$ {ran.command.shown}{plain}")
         print("\n".join(_shown_output(ran)), flush=True)
 
     run_lesson(demo_tar, on_step, on_command)
