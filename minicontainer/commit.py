@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tarfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -252,6 +251,8 @@ def export(store: Store, ref: str, out: Path) -> int:
     even a workdir), tars it, and exits; its mount dies with its namespace.
     """
     container = Container.find(store, ref)
+    if container.state.rootfs_mode == "copy":  # no overlay: rootfs/ is already the merged view
+        return save.add_tree_to_file(container.dir / "rootfs", Path(out))
     img = image_of(store, container)
     lowers = [upper_dir(container)] + list(reversed(img.layer_dirs(store)))
     mountpoint = store.mkdtemp("export-")
@@ -272,13 +273,7 @@ def _tar_merged(lowers_top_first: list[Path], mountpoint: Path, out: Path) -> in
     if len(existing) == 1:  # overlayfs wants two lowerdirs when there is no upperdir
         data += ":" + str(existing[0])
     linux.mount("overlay", str(mountpoint), "overlay", linux.MS_RDONLY | linux.MS_NODEV, data)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "wb") as raw:
-        with tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
-                          encoding="utf-8", errors="surrogateescape") as tar:
-            count = save.add_tree(tar, mountpoint, whiteouts=False)
-    os.replace(tmp, out)
-    return count
+    return save.add_tree_to_file(mountpoint, out)
 
 
 def in_child(work, unshare_flags: int | None = None) -> Any:  # work: Callable[[], Any]

@@ -182,6 +182,17 @@ def write_layer_tar(top: Path, out: Path, *, whiteouts: bool = True,
     return LayerTar(out, "sha256:" + hashing.sha.hexdigest(), hashing.size)
 
 
+def add_tree_to_file(top: Path, out: Path) -> int:
+    """A merged root (no whiteouts) as a flat tar at `out`, renamed into place when complete."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "wb") as raw:
+        with tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
+                          encoding="utf-8", errors="surrogateescape") as tar:
+            count = add_tree(tar, top, whiteouts=False)
+    os.replace(tmp, out)
+    return count
+
+
 def save_image(store: Store, ref: str, out: Path) -> str:
     """`save IMAGE -o FILE`: the image as a `docker save` archive; returns the saved image id.
 

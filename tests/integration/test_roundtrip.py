@@ -149,3 +149,18 @@ def test_podman_loads_and_runs_a_saved_commit(mc: MC, changed, tmp_path: Path) -
         subprocess.run([*podman, "rmi", "--all", "--force"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(runroot, ignore_errors=True)
+
+
+def test_export_and_diff_of_a_copied_root(mc: MC, demo_tar: Path, tmp_path: Path) -> None:
+    """Without overlayfs (MINICONTAINER_ROOTFS=copy) export still works; diff says why it cannot."""
+    mc("run", "--name", "copied", str(demo_tar), "sh", "-c", "echo x > /copied-file", check=True,
+       env={"MINICONTAINER_ROOTFS": "copy"})
+    try:
+        flat = tmp_path / "copied.tar"
+        mc("export", "copied", "-o", str(flat), check=True)
+        with tarfile.open(flat) as tar:
+            assert tar.extractfile("copied-file").read() == b"x\n"
+        refused = mc("diff", "copied")
+        assert refused.returncode == 125 and "copied root filesystem" in refused.stderr
+    finally:
+        mc("rm", "-f", "copied")
