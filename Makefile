@@ -28,8 +28,11 @@ demo: image
 test: image
 	$(PY) -m pytest -q tests
 
+# The stress and fault suite in its long form (`make test` runs its short form):
+# 200 sequential runs, more kill points, more execs. Bounded: killed after 30 minutes.
 stress: image
-	$(PY) -m pytest -q tests -m stress
+	MINICONTAINER_STRESS=full timeout --signal=INT --kill-after=60 1800 \
+	  $(PY) -m pytest -q -rxs tests/stress -m stress
 
 # Side by side with runc, podman and the floors (results under build/bench/).
 # runc and podman come from Debian's packages (bench/run.py installs them when
