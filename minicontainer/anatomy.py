@@ -24,9 +24,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from minicontainer.store import Store, digest_hex
+
+if TYPE_CHECKING:  # for type hints only: importing them costs time `anatomy` may not need
+    from minicontainer.container import Container
+    from minicontainer.image import Image
 
 WIDTH = 78
 NAMESPACE_ORDER = ("pid", "net", "mnt", "uts", "ipc", "cgroup", "user")
@@ -110,7 +114,7 @@ def limits_of(resources: dict[str, Any]) -> dict[str, str]:
 
 def gather(store: Store, ref: str) -> Anatomy:
     """Read everything the screen shows about CONTAINER, from its records and from /proc."""
-    from minicontainer import commit, image as images
+    from minicontainer import commit
     from minicontainer.container import Container
 
     container = Container.find(store, ref)
@@ -147,7 +151,7 @@ def _in_store(path: Path, store: Store) -> str:
         return str(path)
 
 
-def _layers(store: Store, img) -> list[LayerRow]:  # img: image.Image
+def _layers(store: Store, img: Image) -> list[LayerRow]:
     from minicontainer import image as images
 
     made_by = {row["layer"]: row["created_by"] for row in images.history(img) if row["layer"]}
@@ -156,7 +160,7 @@ def _layers(store: Store, img) -> list[LayerRow]:  # img: image.Image
     return list(reversed(rows))
 
 
-def _add_cgroup(found: Anatomy, container) -> None:  # container: Container
+def _add_cgroup(found: Anatomy, container: Container) -> None:
     from minicontainer import runtime
 
     cgroup = runtime.container_cgroup(container.bundle())
@@ -168,7 +172,7 @@ def _add_cgroup(found: Anatomy, container) -> None:  # container: Container
                    "cpu": f"{stats.cpu_usage_ns / 1e9:.2f}s of CPU time so far"}
 
 
-def _network(store: Store, container, config: dict[str, Any]) -> list[str]:  # container: Container
+def _network(store: Store, container: Container, config: dict[str, Any]) -> list[str]:
     from minicontainer.bundle import A_NETWORK
 
     namespaces = {ns["type"]: ns for ns in config.get("linux", {}).get("namespaces", [])}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -276,7 +277,7 @@ def _tar_merged(lowers_top_first: list[Path], mountpoint: Path, out: Path) -> in
     return save.add_tree_to_file(mountpoint, out)
 
 
-def in_child(work, unshare_flags: int | None = None) -> Any:  # work: Callable[[], Any]
+def in_child(work: Callable[[], Any], unshare_flags: int | None = None) -> Any:
     """Run `work` in a forked child inside new namespaces; return its (JSON) result.
 
     unshare(2) `unshare_flags` (by default CLONE_NEWNS, a mount namespace),

@@ -17,6 +17,7 @@ list so the README cannot drift from the program.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -154,8 +155,6 @@ def _argv(shown: str, store: Path) -> list[str]:
 
 def _tidy(output: str, work: Path, store: Path) -> str:
     """The output as it reads with the default store, and without terminal colours."""
-    import re
-
     output = output.replace(str(store), SHOWN_ROOT).replace(str(work) + "/", "")
     return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", output)
 

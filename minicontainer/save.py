@@ -29,11 +29,14 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from minicontainer.errors import ImageError
 from minicontainer.layers import OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX
 from minicontainer.store import Store, remove_tree
+
+if TYPE_CHECKING:
+    from minicontainer.image import Image
 
 OVERLAY_XATTRS = "trusted.overlay."  # overlayfs bookkeeping: never part of an image
 
@@ -217,7 +220,7 @@ def save_image(store: Store, ref: str, out: Path) -> str:
         remove_tree(work)
 
 
-def _config_for(store: Store, img, blobs: list[bytes]) -> bytes:  # img: image.Image
+def _config_for(store: Store, img: Image, blobs: list[bytes]) -> bytes:
     """The stored config bytes if the diff_ids still match, else a copy listing the new ones."""
     original = store.image_dir(img.id).joinpath("config.json").read_bytes()
     new_ids = ["sha256:" + hashlib.sha256(b).hexdigest() for b in blobs]
