@@ -10,13 +10,14 @@ and `docker save` do:
     directory with trusted.overlay.opaque=y  →  the directory, then `.wh..wh..opq` inside it
     anything else                            →  itself (hard links stay hard links)
 
-`save IMAGE -o FILE` re-tars every layer of an image and writes the classic
-`docker save` layout with the writer the demo image uses, so `docker load` and
-`podman load` read it. The store keeps the unpacked layers, not the original
-tar bytes, so a re-made layer tar may hash differently from the one that was
-loaded (entry order, header details); the saved config then lists the new
-digests, and the saved image gets a new id. Docker avoids this by keeping a
-"tar-split" record of every original header; we keep the code short instead.
+`save IMAGE -o FILE` writes the classic `docker save` layout with the writer
+the demo image uses, so `docker load` and `podman load` read it. The store
+keeps the unpacked layers, not the original tar bytes: a layer is copied from
+the archive it was loaded from while that file is still there, unchanged, and
+re-tarred from the store otherwise. A re-made tar may hash differently from the
+one that was loaded (entry order, header details); the saved config then lists
+the new digests, and the saved image gets a new id. Docker avoids this by
+keeping a "tar-split" record of every original header; we keep the code short.
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ def _header(tar: tarfile.TarFile, path: Path, name: str, st: os.stat_result,
     if info is None:  # a socket: tar cannot hold it, Docker skips it too
         return None
     info.uname = info.gname = ""  # names would be the *host's* names for these ids
+    # Whole seconds: sub-second times do not survive an unpack and re-tar exactly,
+    # and the same tree must always give the same bytes (the same diff_id).
+    info.mtime = int(st.st_mtime)
     info.pax_headers = _xattrs(path)
     if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
         first = links.setdefault((st.st_dev, st.st_ino), name)
@@ -129,7 +133,7 @@ def add_tree(tar: tarfile.TarFile, top: Path, *, whiteouts: bool = True,
     count = 0
     for name, path, st in walk(top, skip=skip):
         if whiteouts and is_whiteout(st):
-            _add_marker(tar, _sibling(name, WHITEOUT_PREFIX + Path(name).name), st)
+            _add_marker(tar, _sibling(name, WHITEOUT_PREFIX + Path(name).name))
             count += 1
             continue
         info = _header(tar, path, name, st, links)
@@ -142,7 +146,7 @@ def add_tree(tar: tarfile.TarFile, top: Path, *, whiteouts: bool = True,
             tar.addfile(info)
         count += 1
         if whiteouts and info.isdir() and is_opaque(path):
-            _add_marker(tar, f"{name}/{OPAQUE_MARKER}", st)
+            _add_marker(tar, f"{name}/{OPAQUE_MARKER}")
             count += 1
     return count
 
@@ -152,10 +156,14 @@ def _sibling(name: str, other: str) -> str:
     return f"{parent}/{other}" if parent else other
 
 
-def _add_marker(tar: tarfile.TarFile, name: str, st: os.stat_result) -> None:
-    """An empty regular file that only means something by its name (`.wh.*`)."""
+def _add_marker(tar: tarfile.TarFile, name: str) -> None:
+    """An empty regular file that only means something by its name (`.wh.*`).
+
+    Its date is fixed (0): unpacking keeps only the name, so any other date
+    would make the same layer tar differently after a load and a save.
+    """
     info = tarfile.TarInfo(name)
-    info.mtime = int(st.st_mtime)
+    info.mtime = 0
     info.mode = 0o644
     tar.addfile(info)
 
@@ -199,25 +207,74 @@ def add_tree_to_file(top: Path, out: Path) -> int:
 def save_image(store: Store, ref: str, out: Path) -> str:
     """`save IMAGE -o FILE`: the image as a `docker save` archive; returns the saved image id.
 
-    Each layer is re-tarred from the store; where its digest changed, the
-    config is rewritten with the new diff_ids (everything else kept).
+    A layer whose original tar is still at hand (the unchanged archive it was
+    loaded from) is copied byte for byte; any other is re-tarred from the
+    store. If a re-made tar hashes differently, the config is rewritten with
+    the new diff_ids (everything else kept), and the saved image gets a new id.
     """
     from minicontainer import image as images
     from minicontainer.demo import write_docker_save
 
     img = images.find(store, ref)
+    originals = original_layers(store, set(img.layers))
     work = store.mkdtemp("save-")
     try:
         blobs = []
         for i, folder in enumerate(img.layer_dirs(store)):
+            if img.layers[i] in originals:
+                blobs.append(originals[img.layers[i]])
+                continue
             if not folder.is_dir():
                 raise ImageError(f"image {img.short_id}: layer {img.layers[i]} is missing from the store")
-            layer = write_layer_tar(folder, work / f"{i}.tar")
-            blobs.append(layer.path.read_bytes())
+            blobs.append(write_layer_tar(folder, work / f"{i}.tar").path.read_bytes())
         config_bytes = _config_for(store, img, blobs)
         return write_docker_save(Path(out), blobs, config_bytes, img.tags)
     finally:
         remove_tree(work)
+
+
+def original_layers(store: Store, wanted: set[str]) -> dict[str, bytes]:
+    """The layer tars with these diff_ids, byte for byte as loaded, where the archive is still there.
+
+    The store keeps unpacked layers, not tars, but it notes which archive file
+    (path, inode, size, mtime) gave which images. Such a file, unchanged, gives
+    back the very bytes, hence the very diff_ids and image id. Each tar is
+    checked against its diff_id before it is used.
+    """
+    from minicontainer import archive as arc
+    from minicontainer import image as images
+    from minicontainer.errors import MiniContainerError
+    from minicontainer.store import read_json
+
+    found: dict[str, bytes] = {}
+    notes = sorted(store.archive_cache.glob("*.json")) if store.archive_cache.is_dir() else []
+    for note in notes:
+        if not wanted - found.keys():
+            break
+        try:
+            record = read_json(note)
+            path = Path(record["path"])
+            if record.get("stat") != images._stat_key(path.stat()):
+                continue  # changed or replaced since it was loaded
+            with arc.open_archive(path, store.tmp) as archive:
+                for layer in (layer for image in archive.images() for layer in image.layers):
+                    if layer.diff_id is not None and layer.diff_id not in wanted - found.keys():
+                        continue
+                    with archive.open_layer(layer) as raw:
+                        data = _read_all(arc.decompressed(raw, layer.compression))
+                    diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
+                    if diff_id in wanted and (layer.diff_id is None or layer.diff_id == diff_id):
+                        found[diff_id] = data
+        except (OSError, ValueError, KeyError, TypeError, MiniContainerError):
+            continue  # any doubt: the layer is re-tarred instead
+    return found
+
+
+def _read_all(stream: IO[bytes]) -> bytes:
+    chunks = []
+    while chunk := stream.read(1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _config_for(store: Store, img: Image, blobs: list[bytes]) -> bytes:

@@ -100,6 +100,7 @@ def test_commit_save_load_export_round_trip(mc: MC, changed, tmp_path: Path) -> 
     elsewhere = MC(tmp_path / "second-store")
     loaded = elsewhere("load", str(saved), check=True).stdout
     assert "classroom:v1" in loaded
+    assert f"Loaded image ID: {image_id}" in loaded  # the same bytes, so the same id
     assert elsewhere("run", "--rm", "classroom:v1", "sh", "-c", CHECK, check=True).stdout == CHECK_OUT
 
     flat = tmp_path / "flat.tar"
@@ -164,3 +165,23 @@ def test_export_and_diff_of_a_copied_root(mc: MC, demo_tar: Path, tmp_path: Path
         assert refused.returncode == 125 and "copied root filesystem" in refused.stderr
     finally:
         mc("rm", "-f", "copied")
+
+
+def test_save_gives_back_the_loaded_image_with_its_id(mc: MC, demo_tar: Path, tmp_path: Path) -> None:
+    original = mc("load", str(demo_tar), check=True).stdout.splitlines()[-1]
+    saved = tmp_path / "demo-again.tar"
+    mc("save", "minicontainer-demo", "-o", str(saved), check=True)
+    assert MC(tmp_path / "other")("load", str(saved), check=True).stdout.splitlines()[-1] == original
+    # the archive is gone: the layers are re-tarred from the store; still loadable, still runnable
+    moved = tmp_path / "moved.tar"
+    shutil.copy(demo_tar, moved)
+    fresh = MC(tmp_path / "third")
+    fresh("load", str(moved), check=True)
+    moved.unlink()
+    retarred = tmp_path / "retarred.tar"
+    fresh("save", "minicontainer-demo", "-o", str(retarred), check=True)
+    again = MC(tmp_path / "fourth")
+    again("load", str(retarred), check=True)
+    assert again("run", "--rm", "minicontainer-demo", "cat", "/etc/os-release", check=True).stdout.startswith("NAME=")
+    assert "d" == again("run", "--rm", "minicontainer-demo", "sh", "-c",
+                        "test -e /etc/draft.txt && echo s || echo d", check=True).stdout.strip()

@@ -68,6 +68,16 @@ def test_the_same_tree_gives_the_same_diff_id(upper: Path, tmp_path: Path) -> No
     assert first.diff_id == second.diff_id
 
 
+def test_a_layer_tar_survives_unpack_and_retar_unchanged(upper: Path, tmp_path: Path) -> None:
+    """What makes commit → save → load keep the image id: the same tree, the same bytes."""
+    first = save.write_layer_tar(upper, tmp_path / "first.tar")
+    back = tmp_path / "back"
+    back.mkdir()
+    with open(first.path, "rb") as f:
+        layers.unpack_layer(f, back, [])
+    assert save.write_layer_tar(back, tmp_path / "again.tar").diff_id == first.diff_id
+
+
 def test_skip_leaves_out_a_subtree(upper: Path, tmp_path: Path) -> None:
     layer = save.write_layer_tar(upper, tmp_path / "layer.tar", skip=frozenset({"etc/motd"}))
     assert "etc/motd" not in members(layer.path)
