@@ -110,19 +110,24 @@ STEPS: tuple[Step, ...] = (
     Step("Turn a container back into an image",
          "`commit` stacks the container's writable layer on the image's layers as one more layer: "
          "a new image, the old one untouched. `save` writes it as a `docker save` archive "
-         "(docker and podman load it); `export` writes the container's files as one flat tar.",
+         "(docker and podman load it); loaded back, it has the same id: an image's id is the "
+         "sha256 of its config, which names each layer by the sha256 of its tar. `export` writes "
+         "the container's files as one flat tar, with no layers and no history.",
          _c("minicontainer commit one classroom:v1",
             "minicontainer history classroom:v1",
             "minicontainer run --rm --network none classroom:v1 cat /home/student/note.txt",
             "minicontainer save classroom:v1 -o classroom.tar",
             "minicontainer rmi classroom:v1",
-            "minicontainer run --rm --network none classroom.tar cat /home/student/note.txt",
+            "minicontainer load classroom.tar",
+            "minicontainer run --rm --network none classroom:v1 cat /home/student/note.txt",
             "minicontainer export one -o one.tar",
             "tar -tf one.tar home/student/note.txt")),
     Step("Clean up",
-         "Containers, their writable layers and the network go; the images stay until `rmi`.",
+         "Containers, their writable layers and the network go; the demo image stays until `rmi`.",
          _c("minicontainer rm -f one two limited web",
-            "minicontainer network rm classroom")),
+            "minicontainer network rm classroom",
+            "minicontainer rmi classroom:v1",
+            "rm classroom.tar one.tar")),
 )
 
 

@@ -49,7 +49,9 @@ def test_every_command_of_the_lesson_ends_as_the_lesson_says(results) -> None:
     assert "unshare(CLONE_NEWPID)" in by_command[
         "minicontainer run --rm --network none --explain minicontainer-demo hostname"]
     assert by_command["busybox wget -qO- http://127.0.0.1:8080/os-release"].startswith("NAME=")
-    assert by_command["minicontainer run --rm --network none classroom.tar cat /home/student/note.txt"] \
+    committed = by_command["minicontainer commit one classroom:v1"].strip()
+    assert f"Loaded image ID: {committed}" in by_command["minicontainer load classroom.tar"]
+    assert by_command["minicontainer run --rm --network none classroom:v1 cat /home/student/note.txt"] \
         == "hello\n"
 
 
