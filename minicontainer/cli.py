@@ -132,7 +132,8 @@ def inspect_cmd(ctx: Context, refs: tuple[str, ...]) -> None:
     from minicontainer import image
 
     store = ctx.store()
-    click.echo(json.dumps([image.inspect(store, image.resolve(store, r)) for r in refs], indent=4))
+    click.echo(json.dumps([_inspect_container_or(store, r, lambda r: image.inspect(store, image.resolve(store, r)))
+                           for r in refs], indent=4))
 
 
 @cli.command()
@@ -317,6 +318,17 @@ def logs(ctx: Context, container: str, follow: bool) -> None:
     from minicontainer.container import Container
 
     Container.find(ctx.store(), container).logs(follow=follow)
+
+
+def _inspect_container_or(store, ref: str, inspect_image):  # -> dict
+    """`inspect` looks for a container by that name or id first, then for an image, as Docker does."""
+    from minicontainer.container import Container
+    from minicontainer.errors import ContainerError
+
+    try:
+        return Container.find(store, ref).inspect()
+    except ContainerError:
+        return inspect_image(ref)
 
 
 @cli.command("exec", context_settings=_RUN_SETTINGS)

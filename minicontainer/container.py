@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import secrets
 import shutil
 import signal
 import stat
@@ -29,7 +28,7 @@ from minicontainer.bundle import (A_NAME, A_STORE, RootfsPlan, RunOptions, build
                                   write_bundle)
 from minicontainer.errors import ContainerError, MiniContainerError
 from minicontainer.explain import SILENT, Narration, call
-from minicontainer.store import Store, atomic_write_json, read_json, remove_tree
+from minicontainer.store import Store, read_json, remove_tree
 
 # Docker-style generated names: adjective_scientist.
 _ADJECTIVES = ("brave", "calm", "eager", "fervent", "gentle", "happy", "jolly", "keen", "lucid",
@@ -146,7 +145,7 @@ class Container:
         raise ContainerError(f"No such container: {ref}")
 
     def save(self) -> None:
-        atomic_write_json(self.state_file, asdict(self.state))
+        write_state(self.state_file, self.state)
 
     def reload(self) -> None:
         self.state = ContainerState.from_dict(read_json(self.state_file))
@@ -195,7 +194,7 @@ class Container:
 
         image = resolve(store, image_ref, narrator=narrator)
         opts = _resolve_network_container(store, opts)
-        container_id = secrets.token_hex(32)
+        container_id = os.urandom(32).hex()
         staging = store.mkdtemp("container-")
         final = store.container_dir(container_id)
         try:
@@ -215,7 +214,7 @@ class Container:
                     command=config["process"]["args"], created=now(), auto_remove=auto_remove,
                     detached=detached, interactive=opts.interactive, tty=opts.tty,
                     rootfs_mode=plan.mode)
-                atomic_write_json(staging / "state.json", asdict(state))
+                write_state(staging / "state.json", state)
                 narrator.step(lambda: call("rename", staging, final),
                               "the container's bundle (config.json + rootfs/), upper/ and work/ appear whole")
                 os.rename(staging, final)
@@ -301,8 +300,10 @@ class Container:
             os.write(report_fd, b"ok")
             os.close(report_fd)
             narrator.close()  # the CLI is done: let go of its stderr
-            if started.pty_master is not None:
-                runtime.proxy_terminal(started.pty_master, started.pid, stdin=False, out=log)
+            if started.pty_master is None:
+                self._become_small_waiter(started.pid)  # never returns
+            # With -t the monitor also copies the terminal's output into the log.
+            runtime.proxy_terminal(started.pty_master, started.pid, stdin=False, out=log)
             status = runtime.wait(started.pid, forward_signals=False)
             self._finish(bundle, status)
         except BaseException as e:  # noqa: BLE001 - a monitor must always exit
@@ -312,6 +313,18 @@ class Container:
                 pass
             code = 1
         os._exit(code)
+
+    def _become_small_waiter(self, pid: int) -> None:
+        """execve(2) a bare interpreter that only waits for `pid`, then runs `finish` (container.py).
+
+        The monitor lives as long as the container, so it must be small: this
+        forked CLI holds click, the image code and more (~20 MB). A process
+        keeps its children across execve, so a fresh `python -I -S` (a few MB)
+        can still waitpid(2) for the container; once it has the status it
+        execs the full interpreter again for the bookkeeping.
+        """
+        os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", _WAITER, str(pid), sys.executable,
+                                  str(self.store.root), self.id])
 
     def _start(self, bundle, stdio, narrator: Narration = SILENT):  # -> runtime.Started
         """Start the process; on failure remove the container (Docker's `run` leaves none then)."""
@@ -410,7 +423,8 @@ class Container:
             except ProcessLookupError:
                 pass
             self._wait_monitor(None)
-        self.refresh()
+        if self.state_file.exists():  # with --rm the monitor has removed it
+            self.refresh()
 
     def _wait_monitor(self, timeout: float | None) -> bool:
         """Wait until the monitor has exited (after recording the exit); False on timeout.
@@ -557,6 +571,22 @@ def _resolve_network_container(store: Store, opts: RunOptions) -> RunOptions:
     return replace(opts, network_namespace=f"/proc/{target.state.pid}/ns/net")
 
 
+# The small waiter (see Container._become_small_waiter): argv = pid, python, store root, id.
+_WAITER = """import os, sys
+pid, python, root, cid = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+_, status = os.waitpid(pid, 0)
+code = os.waitstatus_to_exitcode(status)
+code = 128 - code if code < 0 else code
+os.execv(python, [python, "-m", "minicontainer.container", "finish", root, cid, str(code)])
+"""
+
+
+def finish(store: Store, container_id: str, code: int) -> None:
+    """Record a detached container's exit (run by the small waiter once its container is gone)."""
+    container = Container.find(store, container_id)
+    container._finish(container.bundle(), code)
+
+
 def prune(store: Store) -> list[str]:
     """Remove every container that is not running; return their ids."""
     removed = []
@@ -595,11 +625,29 @@ def _unique_name(store: Store, wanted: str | None) -> str:
             raise ContainerError(f'the container name "{wanted}" is already in use')
         return wanted
     while True:
-        candidate = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_SURNAMES)}"
+        candidate = f"{_pick(_ADJECTIVES)}_{_pick(_SURNAMES)}"
         if candidate in taken:
-            candidate += f"_{secrets.randbelow(10000)}"
+            candidate += f"_{_pick(range(10000))}"
         if candidate not in taken:
             return candidate
+
+
+def _pick(choices):  # random.choice without importing random (and hashlib) on the `run` path
+    return choices[int.from_bytes(os.urandom(4), "little") % len(choices)]
+
+
+def write_state(path: Path, state: ContainerState) -> None:
+    """Replace state.json atomically: a temporary file beside it, then rename(2).
+
+    Unlike store.atomic_write_json there is no fsync(2): a state describes
+    processes, which do not survive a crash of the machine anyway, and the
+    fsyncs were a measurable part of `run`'s start-up time.
+    """
+    import json
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(asdict(state), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- the root filesystem
@@ -692,3 +740,8 @@ def _opaque(path: Path) -> bool:
         return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
     except OSError:
         return False
+
+
+if __name__ == "__main__":  # `python -m minicontainer.container finish ROOT ID CODE`: see _WAITER
+    if sys.argv[1:2] == ["finish"] and len(sys.argv) == 5:
+        finish(Store.open(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
