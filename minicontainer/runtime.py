@@ -1185,6 +1185,17 @@ def enter_container_root(child: Child) -> None:
     os.chdir("/")
 
 
+# The last steps of both `run` and `exec`: from root in the container to the user's command.
+BECOME_THE_COMMAND: tuple[Callable[[Child], None], ...] = (
+    setup_stdio,
+    restrict_privileges,
+    switch_user,
+    drop_privileges,
+    enter_working_directory,
+    close_other_fds,
+    exec_command,
+)
+
 # The child's sequence for `run`, in runc's order (libcontainer/rootfs_linux.go,
 # standard_init_linux.go).
 CHILD_STEPS: tuple[Callable[[Child], None], ...] = (
@@ -1207,13 +1218,7 @@ CHILD_STEPS: tuple[Callable[[Child], None], ...] = (
     set_hostname,
     resolve_user,
     create_working_directory,
-    setup_stdio,
-    restrict_privileges,
-    switch_user,
-    drop_privileges,
-    enter_working_directory,
-    close_other_fds,
-    exec_command,
+    *BECOME_THE_COMMAND,
 )
 
 # The sequence for `exec`: join instead of create, then the same last steps.
@@ -1227,11 +1232,5 @@ EXEC_STEPS: tuple[Callable[[Child], None], ...] = (
     enter_container_root,
     setup_console,
     resolve_user,
-    setup_stdio,
-    restrict_privileges,
-    switch_user,
-    drop_privileges,
-    enter_working_directory,
-    close_other_fds,
-    exec_command,
+    *BECOME_THE_COMMAND,
 )
