@@ -125,14 +125,14 @@ def _is_ours(pid: str, basetemp: str) -> bool:
     return basetemp in (proc / "mountinfo").read_text()
 
 
-def _our_processes(basetemp: str) -> set[str]:
+def _our_processes(basetemp: str, everything: bool = False) -> set[str]:
     found = set()
     for p in Path("/proc").iterdir():
         if not p.name.isdigit() or p.name == str(os.getpid()):
             continue
         try:
             cmd = (p / "cmdline").read_bytes()
-            if not cmd or not _is_ours(p.name, basetemp):  # kernel threads have no cmdline
+            if not cmd or not (everything or _is_ours(p.name, basetemp)):  # kernel threads have no cmdline
                 continue
         except OSError:
             continue  # exited meanwhile
@@ -174,9 +174,9 @@ def _ipam_entries(store: Path | None) -> set[str]:
     return found
 
 
-def _snapshot(basetemp: str, store: Path | None) -> dict[str, set[str]]:
+def _snapshot(basetemp: str, store: Path | None, everything: bool = False) -> dict[str, set[str]]:
     """What a container could leave behind on the host: mounts, cgroups, links, nft rules,
-    IPAM entries, processes."""
+    IPAM entries, processes (with `everything`, also those of others: the "before" picture)."""
     # a mount of ours lies in a test store or names minicontainer; podman's and the rest are not ours
     mounts = {m for m in (line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())
               if m.startswith(basetemp) or "minicontainer" in m}
@@ -185,12 +185,13 @@ def _snapshot(basetemp: str, store: Path | None) -> dict[str, set[str]]:
     # one container's cgroup, even when the shared parent stays (another container uses it)
     cgroups |= {str(p) for p in Path("/sys/fs/cgroup").glob("*/minicontainer/*") if p.is_dir()}
     # a container of someone else on this machine (another store) is not this test's leak
-    cgroups = {c for c in cgroups if Path(c).name == "minicontainer" or _ours_or_empty(Path(c), basetemp)}
+    cgroups = {c for c in cgroups if everything or Path(c).name == "minicontainer"
+               or _ours_or_empty(Path(c), basetemp)}
     # podman's links (veth*, podman*, cni-*) come and go with the reference runs, not with ours
     links = {p.name for p in Path("/sys/class/net").iterdir()
              if not p.name.startswith(("veth", "podman", "cni-"))} if Path("/sys/class/net").exists() else set()
     return {"mounts": mounts, "cgroups": cgroups, "links": links, "nft": _nft_rules(),
-            "ipam": _ipam_entries(store), "processes": _our_processes(basetemp)}
+            "ipam": _ipam_entries(store), "processes": _our_processes(basetemp, everything)}
 
 
 def _leaks(before: dict[str, set[str]], basetemp: str, store: Path | None) -> dict[str, set[str]]:
@@ -207,7 +208,8 @@ def no_leaks(request: pytest.FixtureRequest):
     # with the slash: pytest-1/ must not match pytest-12/ of another session
     basetemp = str(request.getfixturevalue("tmp_path_factory").getbasetemp()) + "/"
     store = request.getfixturevalue("store_root") if "store_root" in request.fixturenames else None
-    before = _snapshot(basetemp, store)
+    # what existed before is never this test's leak, whoever it belonged to
+    before = _snapshot(basetemp, store, everything=True)
     yield
     import time
 
