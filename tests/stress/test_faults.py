@@ -165,7 +165,10 @@ def test_sigkill_after_the_command_started(mc, store_root: Path, bb_archive: Pat
     net, bridge = _own_network(mc) if network == "bridge" else ("none", "")
     forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
     try:
-        proc = spawn(store_root, "run", "--network", net, "stress", "sh", "-c", "touch /started; sleep 1000")
+        # on a bridge: a veth, an address, and a published port (nft DNAT rules) to leave behind
+        publish = ["-p", f"127.0.0.1:{20000 + secrets.randbelow(20000)}:80"] if network == "bridge" else []
+        proc = spawn(store_root, "run", "--network", net, *publish, "stress", "sh", "-c",
+                     "touch /started; sleep 1000")
         cid = the_container(store_root)
         wait_for("the command to start", lambda: (store_root / "containers" / cid / "upper" / "started").exists())
         pid = state_of(store_root, cid)["pid"]
@@ -181,6 +184,8 @@ def test_sigkill_after_the_command_started(mc, store_root: Path, bb_archive: Pat
         assert_gone(store_root, cid, pid)
         if network == "bridge":
             assert json.loads(mc("network", "inspect", net, check=True).stdout)[0].get("Containers") in ({}, [], None)
+            assert cid[:12] not in subprocess.run(["nft", "list", "table", "ip", "minicontainer"],
+                                                  capture_output=True, text=True).stdout
     finally:
         if network == "bridge":
             mc("network", "rm", net)
