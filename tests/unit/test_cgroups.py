@@ -46,6 +46,12 @@ def fake_host(tmp_path: Path, mountinfo: str, v2_controllers: str = "") -> cgrou
     return cgroups.detect(tmp_path / "mountinfo", prefix=tmp_path)
 
 
+def write_files(root: Path, files: dict[str, str]) -> None:
+    """What the kernel would show in a cgroup's files, one line per value."""
+    for name, text in files.items():
+        (root / name).write_text(text + "\n")
+
+
 def test_detects_v2_only(tmp_path: Path) -> None:
     layout = fake_host(tmp_path, V2_MOUNTINFO, "cpuset cpu io memory hugetlb pids rdma misc")
     assert layout.mode is CgroupMode.V2
@@ -158,13 +164,13 @@ def test_stats_and_oom_from_v1_files(tmp_path: Path) -> None:
     cg = Cgroup.for_container("c1", layout)
     cg.create({})
     root = tmp_path / "sys/fs/cgroup"
-    mem = root / "memory/minicontainer/c1"
-    (mem / "memory.usage_in_bytes").write_text("10000000\n")
-    (mem / "memory.stat").write_text("cache 5\ntotal_inactive_file 2000000\n")
-    (mem / "memory.limit_in_bytes").write_text("67108864\n")
-    (mem / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
-    (root / "cpu,cpuacct/minicontainer/c1/cpuacct.usage").write_text("123456789\n")
-    (root / "pids/minicontainer/c1/pids.current").write_text("3\n")
+    write_files(root, {
+        "memory/minicontainer/c1/memory.usage_in_bytes": "10000000",
+        "memory/minicontainer/c1/memory.stat": "cache 5\ntotal_inactive_file 2000000",
+        "memory/minicontainer/c1/memory.limit_in_bytes": "67108864",
+        "memory/minicontainer/c1/memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 1",
+        "cpu,cpuacct/minicontainer/c1/cpuacct.usage": "123456789",
+        "pids/minicontainer/c1/pids.current": "3"})
     assert cg.stats() == cgroups.Stats(cpu_usage_ns=123456789, memory_usage=8000000,
                                        memory_limit=64 << 20, pids=3, oom_kills=1)
     assert cg.oom_killed()
@@ -174,12 +180,10 @@ def test_stats_and_oom_from_v2_files(tmp_path: Path) -> None:
     layout = fake_host(tmp_path, V2_MOUNTINFO, "cpu memory pids")
     cg = Cgroup.for_container("c1", layout)
     cg.create({})
-    leaf = tmp_path / "sys/fs/cgroup/minicontainer/c1"
-    (leaf / "memory.current").write_text("4096\n")
-    (leaf / "memory.max").write_text("max\n")
-    (leaf / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 1\noom_kill 0\n")
-    (leaf / "cpu.stat").write_text("usage_usec 2500\nuser_usec 2000\n")
-    (leaf / "pids.current").write_text("1\n")
+    write_files(tmp_path / "sys/fs/cgroup/minicontainer/c1", {
+        "memory.current": "4096", "memory.max": "max",
+        "memory.events": "low 0\nhigh 0\nmax 4\noom 1\noom_kill 0",
+        "cpu.stat": "usage_usec 2500\nuser_usec 2000", "pids.current": "1"})
     stats = cg.stats()
     assert (stats.cpu_usage_ns, stats.memory_usage, stats.memory_limit, stats.pids) == (2_500_000, 4096, None, 1)
     assert not cg.oom_killed()
