@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +44,13 @@ def tree_digest(top: Path) -> str:
         if path.is_file() and not path.is_symlink():
             h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def spawn(store: Path, *args: str) -> subprocess.Popen[str]:
+    """The CLI in the background, so the test can kill it wherever it likes."""
+    env = {**os.environ, "MINICONTAINER_ROOT": str(store), "MINICONTAINER_NETWORK": "none"}
+    return subprocess.Popen([sys.executable, "-m", "minicontainer", *args], env=env, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def wait_for(what: str, condition: Callable[[], object], timeout: float = 30) -> object:

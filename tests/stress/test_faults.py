@@ -19,15 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from stresskit import (assert_one_line_error, cgroup_dirs, containers, layer_dirs, scale, staging,
-                      tree_digest, wait_for)
-
-
-def spawn(store: Path, *args: str) -> subprocess.Popen[str]:
-    """The CLI in the background, so the test can kill it wherever it likes."""
-    env = {**os.environ, "MINICONTAINER_ROOT": str(store), "MINICONTAINER_NETWORK": "none"}
-    return subprocess.Popen([sys.executable, "-m", "minicontainer", *args], env=env, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+from stresskit import (assert_one_line_error, cgroup_dirs, containers, layer_dirs, scale, spawn,
+                      staging, tree_digest, wait_for)
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:

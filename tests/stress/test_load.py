@@ -11,21 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from stresskit import containers, layer_dirs, scale, staging, wait_for
-
-
-def spawn(store: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "MINICONTAINER_ROOT": str(store), "MINICONTAINER_NETWORK": "none"}
-    return subprocess.Popen([sys.executable, "-m", "minicontainer", *args], env=env, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+from stresskit import containers, layer_dirs, scale, spawn, staging, wait_for
 
 
 def test_thirty_concurrent_runs_of_a_new_archive(mc, store_root: Path, busybox: Path, tmp_path: Path) -> None:
