@@ -630,15 +630,3 @@ def _read_keyed(path: Path) -> dict[str, int]:
             result[key] = int(value)
     return result
 
-
-def iter_container_cgroups(layout: Layout) -> Iterator[str]:
-    """The container ids that have a cgroup under `minicontainer/` (for cleaning up)."""
-    roots = [*layout.v1.values(), *([layout.v2] if layout.v2 else [])]
-    seen: set[str] = set()
-    for root in roots:
-        parent = root / PARENT
-        if parent.is_dir():
-            for child in parent.iterdir():
-                if child.is_dir() and child.name not in seen:
-                    seen.add(child.name)
-                    yield child.name

@@ -65,6 +65,13 @@ MNT_DETACH = 0x2
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_KEEPCAPS = 8
+PR_SET_SECCOMP = 22
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+SECCOMP_MODE_FILTER = 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 # ioctl(2) requests on terminals: ioctl_tty(2).
 TIOCSCTTY = 0x540E
@@ -140,6 +147,34 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     """Change a per-process attribute (dumpable, parent-death signal, no_new_privs): prctl(2)."""
     args = (ctypes.c_ulong(a) for a in (arg2, arg3, arg4, arg5))
     return _check(_libc().prctl(ctypes.c_int(option), *args), "prctl")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set this thread's capability sets, given as 64-bit masks: capset(2) (version 3: two 32-bit halves)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    low, high = (_CapData(*(m & 0xFFFFFFFF for m in (effective, permitted, inheritable))),
+                 _CapData(*(m >> 32 for m in (effective, permitted, inheritable))))
+    _check(_libc().capset(ctypes.byref(header), (_CapData * 2)(low, high)), "capset")
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def set_seccomp_filter(program: bytes) -> None:
+    """Install a classic BPF program (8-byte sock_filter records): prctl(PR_SET_SECCOMP), seccomp(2)."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
 
 
 def namespace_flags(types: list[str]) -> int:

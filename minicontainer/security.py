@@ -21,15 +21,14 @@ them just before execve(2), in runc's order.
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import functools
 import platform
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from minicontainer import linux
 from minicontainer.errors import MiniContainerError
 
 # capabilities(7): name → bit number (linux/capability.h).
@@ -346,41 +345,6 @@ def _rule(number: int, args: list[dict[str, Any]], verdict: int) -> list[bytes]:
 
 # ---------------------------------------------------------------- in the container's process
 
-PR_SET_KEEPCAPS = 8
-PR_SET_SECCOMP = 22
-PR_CAPBSET_DROP = 24
-PR_SET_NO_NEW_PRIVS = 38
-PR_CAP_AMBIENT = 47
-PR_CAP_AMBIENT_RAISE = 2
-SECCOMP_MODE_FILTER = 2
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _prctl(option: int, arg2: int = 0, arg3: int = 0, what: str = "prctl") -> None:
-    args = [ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(0), ctypes.c_ulong(0)]
-    if _libc().prctl(ctypes.c_int(option), *args) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {errno.errorcode.get(err, err)}")
-
-
 def _mask(names: list[str]) -> int:
     bits = 0
     for name in names:
@@ -398,24 +362,18 @@ def drop_bounding_set(keep: list[str]) -> None:
     wanted = _mask(keep)
     for bit in range(last_capability() + 1):
         if not wanted & (1 << bit):
-            _prctl(PR_CAPBSET_DROP, bit, what="prctl(PR_CAPBSET_DROP)")
+            linux.prctl(linux.PR_CAPBSET_DROP, bit)
 
 
 def set_capabilities(effective: list[str], permitted: list[str], inheritable: list[str]) -> None:
     """capset(2): the process's effective, permitted and inheritable sets, 64 bits in two halves."""
-    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    eff, perm, inh = _mask(effective), _mask(permitted), _mask(inheritable)
-    data = (_CapData * 2)(_CapData(eff & 0xFFFFFFFF, perm & 0xFFFFFFFF, inh & 0xFFFFFFFF),
-                          _CapData(eff >> 32, perm >> 32, inh >> 32))
-    if _libc().capset(ctypes.byref(header), data) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"capset: {errno.errorcode.get(err, err)}")
+    linux.capset(_mask(effective), _mask(permitted), _mask(inheritable))
 
 
 def raise_ambient(names: list[str]) -> None:
     """prctl(PR_CAP_AMBIENT_RAISE): capabilities a non-root user keeps across execve(2)."""
     for name in names:
-        _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAPABILITIES[name], what=f"raise ambient {name}")
+        linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, CAPABILITIES[name])
 
 
 def set_no_new_privs() -> None:
@@ -424,7 +382,7 @@ def set_no_new_privs() -> None:
     Stops: a setuid binary (su, sudo, ping) or a file capability in the image
     lifting a non-root container user back to root.  Irreversible, inherited.
     """
-    _prctl(PR_SET_NO_NEW_PRIVS, 1, what="prctl(PR_SET_NO_NEW_PRIVS)")
+    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
 
 
 def install_seccomp(program: bytes) -> None:
@@ -435,9 +393,7 @@ def install_seccomp(program: bytes) -> None:
     Without no_new_privs this needs CAP_SYS_ADMIN, hence the order in
     before_user_switch().
     """
-    buffer = ctypes.create_string_buffer(program, len(program))
-    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
-    _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), what="prctl(PR_SET_SECCOMP)")
+    linux.set_seccomp_filter(program)
 
 
 def before_user_switch(process: dict[str, Any], seccomp: dict[str, Any] | None) -> None:
@@ -457,7 +413,7 @@ def before_user_switch(process: dict[str, Any], seccomp: dict[str, Any] | None) 
     if seccomp and not nnp:
         install_seccomp(compile_seccomp(seccomp))
     drop_bounding_set((process.get("capabilities") or {}).get("bounding", []))
-    _prctl(PR_SET_KEEPCAPS, 1, what="prctl(PR_SET_KEEPCAPS)")
+    linux.prctl(linux.PR_SET_KEEPCAPS, 1)
 
 
 def after_user_switch(process: dict[str, Any], seccomp: dict[str, Any] | None) -> None:
@@ -468,7 +424,7 @@ def after_user_switch(process: dict[str, Any], seccomp: dict[str, Any] | None) -
        little of the runtime's own work as possible.
     """
     caps = process.get("capabilities") or {}
-    _prctl(PR_SET_KEEPCAPS, 0, what="prctl(PR_SET_KEEPCAPS)")
+    linux.prctl(linux.PR_SET_KEEPCAPS, 0)
     set_capabilities(caps.get("effective", []), caps.get("permitted", []), caps.get("inheritable", []))
     raise_ambient(caps.get("ambient", []))
     if seccomp and process.get("noNewPrivileges"):
