@@ -350,7 +350,7 @@ class Cgroup:
             for directory in self.directories():
                 _mkdir_parents(directory)
                 if directory == self._v2_path():
-                    self._enable_v2_controllers(directory)
+                    self._enable_v2_controllers()
             self._apply(resources)
         except BaseException:
             self.destroy()
@@ -368,7 +368,7 @@ class Cgroup:
             raise MiniContainerError("cannot apply --memory-swap: this kernel does not account swap "
                                      "in the memory cgroup controller (boot option swapaccount=1)")
 
-    def _enable_v2_controllers(self, leaf: Path) -> None:
+    def _enable_v2_controllers(self) -> None:
         """Write `+memory +cpu +pids` into `cgroup.subtree_control` on the way down.
 
         In v2 a controller reaches a cgroup only if every ancestor hands it
@@ -376,14 +376,14 @@ class Cgroup:
         """
         assert self.layout.v2 is not None
         wanted = [c for c in ("cpu", "memory", "pids") if self.layout.where(c) == "v2"]
+        if not wanted:
+            return  # a hybrid host's v2 tree: no controller to hand down, only the processes
+        control = " ".join(f"+{c}" for c in wanted)
         node = self.layout.v2
-        for part in Path(self.name.strip("/")).parts[:-1]:
-            self._write(node / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+        for part in Path(self.name.strip("/")).parts[:-1]:  # the root, then each parent
+            self._write(node / "cgroup.subtree_control", control)
             node = node / part
-        if wanted and node != leaf.parent:  # pragma: no cover - defensive
-            raise MiniContainerError(f"unexpected cgroup path {leaf}")
-        if wanted:
-            self._write(node / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+        self._write(node / "cgroup.subtree_control", control)
 
     def _apply(self, resources: dict[str, Any]) -> None:
         """Translate OCI `linux.resources` into the files of v1 or v2."""
