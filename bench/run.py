@@ -64,6 +64,19 @@ class Setup:
     have_podman: bool
 
 
+def tools_for(s: Setup, row: str) -> tuple[MiniContainer, Podman | None]:
+    """A fresh minicontainer store and podman storage (when podman exists) for one row."""
+    return (MiniContainer(s.work / f"mc-{row}"),
+            Podman(s.work / f"podman-{row}") if s.have_podman else None)
+
+
+def reset(*tools: MiniContainer | Podman | Runc | None) -> None:
+    """Remove what the tools made: containers, images, mounts, their whole state directory."""
+    for tool in tools:
+        if tool is not None:
+            tool.reset()
+
+
 def failing(message: str) -> Callable[[], None]:
     """A contender body for a tool whose set-up already failed: the table shows why."""
     def run() -> None:
@@ -102,6 +115,8 @@ def start_cost_row(s: Setup) -> list[Row]:
     py = sys.executable
     mc = MiniContainer(s.work / "mc-profile")
     contenders = [
+        Contender("python -I -S -c pass (no site, no .pth files)",
+                  command([py, "-I", "-S", "-c", "pass"])),
         Contender("python -c pass (interpreter start-up)", command([py, "-c", "pass"])),
         Contender("python -c 'import click'", command([py, "-c", "import click"])),
         Contender("python -c 'import minicontainer.cli'",
@@ -112,13 +127,13 @@ def start_cost_row(s: Setup) -> list[Row]:
     results = interleave(contenders, s.runs, s.warmup, log)
     remove_tree(mc.root)
     return [Row("0. fixed costs of a Python CLI", "s", results,
-                ["ratios are to bare interpreter start-up"])]
+                ["ratios are to the bare interpreter; site runs the venv's .pth files, "
+                 "among them an editable install's import finder"])]
 
 
 def warm_start_rows(s: Setup) -> list[Row]:
     """Rows 1 and 2 in one interleaved loop, so that bridge − none is measured side by side."""
-    mc = MiniContainer(s.work / "mc-warm")
-    pm = Podman(s.work / "podman-warm") if s.have_podman else None
+    mc, pm = tools_for(s, "warm")
     runc = Runc(s.work / "runc-bundle", s.work / "runc-state")
     ref = s.small.short_id
     mc_problem = load_into(mc, s.small.archive)
@@ -146,10 +161,7 @@ def warm_start_rows(s: Setup) -> list[Row]:
     try:
         results = interleave(contenders, s.runs, s.warmup, log)
     finally:
-        mc.reset()
-        if pm:
-            pm.reset()
-        runc.reset()
+        reset(mc, pm, runc)
     row1 = Row("1. warm start, no network", "s", results[:4])
     row2 = Row("2. warm start, bridge network", "s", results[4:])
     for bridge, none, who in ((results[4], results[0], "minicontainer"),
@@ -165,8 +177,7 @@ def warm_start_rows(s: Setup) -> list[Row]:
 
 def cold_start_rows(s: Setup) -> list[Row]:
     """Row 3: the first run of the Debian archive into empty storage, and a warm `load`."""
-    mc = MiniContainer(s.work / "mc-cold")
-    pm = Podman(s.work / "podman-cold") if s.have_podman else None
+    mc, pm = tools_for(s, "cold")
     floor_dir = s.work / "tar-floor"
     archive = str(s.debian.archive)
     ref = s.debian.short_id
@@ -202,9 +213,7 @@ def cold_start_rows(s: Setup) -> list[Row]:
     try:
         warm_results = interleave(warm, s.runs, s.warmup, log)
     finally:
-        mc.reset()
-        if pm:
-            pm.reset()
+        reset(mc, pm)
     size = sum(layer.stat().st_size for layer in s.debian_layers) / 1e6
     row = Row("3. cold start, Debian archive", "s", cold,
               [f"{len(s.debian_layers)} gzipped layers, {size:.0f} MB compressed; the archive is "
@@ -217,8 +226,7 @@ def cold_start_rows(s: Setup) -> list[Row]:
 
 def scale_row(s: Setup) -> list[Row]:
     """Row 4: 50 detached containers of one image, started one after another, then removed."""
-    mc = MiniContainer(s.work / "mc-scale")
-    pm = Podman(s.work / "podman-scale") if s.have_podman else None
+    mc, pm = tools_for(s, "scale")
     ref = s.small.short_id
     mc_problem = load_into(mc, s.small.archive)
     pm_problem = load_into(pm, s.small.archive) if pm else None
@@ -253,9 +261,7 @@ def scale_row(s: Setup) -> list[Row]:
     try:
         results = interleave(contenders, s.scale_runs, 0, log)
     finally:
-        mc.reset()
-        if pm:
-            pm.reset()
+        reset(mc, pm)
     row = Row(f"4. {SCALE} detached containers, start + remove", "s", results)
     for r in results:
         if r.samples:
@@ -271,8 +277,7 @@ def scale_row(s: Setup) -> list[Row]:
 
 def memory_rows(s: Setup, samples: int = 3) -> list[Row]:
     """Row 5: resident memory of what a runtime leaves running beside one detached container."""
-    mc = MiniContainer(s.work / "mc-memory")
-    pm = Podman(s.work / "podman-memory") if s.have_podman else None
+    mc, pm = tools_for(s, "memory")
     ref = s.small.short_id
     tools: list[tuple[str, MiniContainer | Podman, list[str], str | None]] = [
         ("minicontainer monitor", mc, ["-f"], load_into(mc, s.small.archive))]
@@ -304,9 +309,7 @@ def memory_rows(s: Setup, samples: int = 3) -> list[Row]:
                 finally:
                     tool.call("rm", *rm_args, f"mem{i}")
     finally:
-        mc.reset()
-        if pm:
-            pm.reset()
+        reset(mc, pm)
     notes = [f"{name}: {what}" for name, what in seen.items()]
     return [Row("5. memory beside a detached container (RSS)", "MB", list(rss.values()), notes),
             Row("5b. memory beside a detached container (PSS)", "MB", list(pss.values()))]
