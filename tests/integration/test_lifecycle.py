@@ -236,6 +236,7 @@ def test_killing_the_foreground_cli_ends_the_container(mc, demo_tar: Path, store
             cli.wait()
         mc("rm", "-f", "fg", check=True)
     assert list((store_root / "containers").iterdir()) == []
+    assert list((store_root / "tmp").iterdir()) == []  # no staging directory left either
 
 
 def test_killing_the_monitor_ends_the_container(mc, demo_tar: Path, store_root: Path) -> None:
