@@ -328,3 +328,10 @@ def test_exec_it(mc, demo_tar: Path, store_root: Path) -> None:
         assert "/dev/pts/" in screen and "42" in screen
     finally:
         mc("rm", "-f", "shell")
+
+
+def test_detached_with_a_terminal_logs_its_output(mc, demo_tar: Path) -> None:
+    cid = detach(mc, demo_tar, "-t", cmd=("sh", "-c", "tty; echo hi"))
+    out = mc("logs", "-f", cid, check=True)  # returns when the container has exited
+    assert out.stdout.replace("\r", "").splitlines() == ["/dev/pts/0", "hi"]
+    mc("rm", cid, check=True)
