@@ -147,6 +147,26 @@ def detect(mountinfo: Path = Path("/proc/self/mountinfo"), prefix: Path = Path("
     return Layout(v1=v1, v2=v2, v2_controllers=controllers)
 
 
+def cgroup_dirs_of(pid: int, layout: Layout | None = None, proc: Path = Path("/proc")) -> list[Path]:
+    """The directories of the cgroups process `pid` is in, one per hierarchy mounted here.
+
+    /proc/PID/cgroup has a line `id:controllers:path` per hierarchy (v2's
+    names no controller); paths are as seen from our cgroup namespace. A
+    hierarchy mounted nowhere here, or a named one (name=systemd), is left out.
+    """
+    layout = layout or detect()
+    found = []
+    for line in (proc / str(pid) / "cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            root = layout.v2
+        else:
+            root = next((layout.v1[c] for c in controllers.split(",") if c in layout.v1), None)
+        if root is not None:
+            found.append(root / path.lstrip("/"))
+    return found
+
+
 # ---------------------------------------------------------------- from flags to OCI
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp])?i?b?$", re.IGNORECASE)

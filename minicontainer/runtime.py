@@ -1146,18 +1146,11 @@ def join_cgroups(child: Child) -> None:
 
     So limits and accounting apply to exec'd processes too. See cgroups(7).
     """
-    own = Path("/proc/self/cgroup").read_text().splitlines()
-    for line in Path(f"/proc/{child.target_pid}/cgroup").read_text().splitlines():
-        if line in own:
-            continue
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":
-            base = Path("/sys/fs/cgroup/unified")
-            base = base if base.is_dir() else Path("/sys/fs/cgroup")
-        else:
-            base = Path("/sys/fs/cgroup") / controllers.removeprefix("name=")
-        procs = base / path.lstrip("/") / "cgroup.procs"
-        if procs.exists():
+    layout = cgroups.detect()  # v1, v2 or hybrid: where each hierarchy is mounted
+    own = cgroups.cgroup_dirs_of(os.getpid(), layout)
+    for directory in cgroups.cgroup_dirs_of(child.target_pid, layout):
+        procs = directory / "cgroup.procs"
+        if directory not in own and procs.exists():
             child.narrator.step(lambda: f"write {procs} ← {os.getpid()}",
                                 f"join PID {child.target_pid}'s cgroup: its limits apply to us too")
             procs.write_text(str(os.getpid()))

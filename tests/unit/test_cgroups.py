@@ -237,3 +237,17 @@ def test_device_rules_allow_only_harmless_devices() -> None:
     assert "c 1:1 rwm" not in lines  # /dev/mem
     assert {"c 1:3 rwm", "c 1:9 rwm", "c 5:2 rwm", "c 136:* rwm"} <= set(lines)
     assert cgroups.default_devices(privileged=True) == [{"allow": True, "access": "rwm"}]
+
+
+def test_cgroup_dirs_of_a_process_in_each_mode(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "42").mkdir(parents=True)
+    (proc / "42/cgroup").write_text("9:name=systemd:/\n8:pids:/minicontainer/c1\n"
+                                    "3:cpu,cpuacct:/minicontainer/c1\n0::/minicontainer/c1\n")
+    hybrid = fake_host(tmp_path / "h", HYBRID_MOUNTINFO)
+    root = tmp_path / "h/sys/fs/cgroup"
+    assert cgroups.cgroup_dirs_of(42, hybrid, proc) == [
+        root / "pids/minicontainer/c1", root / "cpu,cpuacct/minicontainer/c1", root / "unified/minicontainer/c1"]
+    (proc / "42/cgroup").write_text("0::/minicontainer/c1\n")
+    v2 = fake_host(tmp_path / "v", V2_MOUNTINFO, "cpu memory pids")
+    assert cgroups.cgroup_dirs_of(42, v2, proc) == [tmp_path / "v/sys/fs/cgroup/minicontainer/c1"]
