@@ -367,7 +367,9 @@ def proxy_terminal(master: int, pid: int, *, stdin: bool, out: int = 1) -> None:
         old_winch = signal.signal(signal.SIGWINCH, lambda *_: _copy_window_size(0, master))
     sources = [master] + ([0] if stdin else [])
     try:
-        with _forwarding(pid, not local_tty):
+        # Keys such as Ctrl-C travel as bytes in raw mode; signals sent to the CLI
+        # itself (kill, a closed terminal's SIGHUP) are still passed on.
+        with _forwarding(pid, True):
             while True:
                 ready, _, _ = select.select(sources, [], [])
                 if master in ready:
