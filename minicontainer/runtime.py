@@ -154,17 +154,12 @@ def start(bundle: Bundle, stdio: Stdio, narrator: Narration = SILENT) -> Started
     pid = _fork_into_pid_namespace("pid" in bundle.namespace_types(), None,
                                    lambda: _child_main(child, CHILD_STEPS, parent_sock), narrator)
     child.sock.close()
-    try:
-        _expect(parent_sock, pid, "ready")
+
+    def from_the_host() -> None:
         for step in HOST_STEPS:
             step(pid, bundle, narrator)
-        _send(parent_sock, {"type": "go"})
-        return Started(pid, _until_exec(parent_sock, pid))
-    except BaseException:
-        _kill_and_reap(pid)
-        raise
-    finally:
-        parent_sock.close()
+
+    return _serve(parent_sock, pid, from_the_host)
 
 
 def exec_process(target_pid: int, process: dict[str, Any], user_spec: str, stdio: Stdio, *,
@@ -199,7 +194,18 @@ def exec_process(target_pid: int, process: dict[str, Any], user_spec: str, stdio
         for fd in [f for f, _ in join_fds] + [root_fd] + ([pid_ns] if pid_ns is not None else []):
             os.close(fd)
     child.sock.close()
+    return _serve(parent_sock, pid, None)
+
+
+def _serve(parent_sock: socket.socket, pid: int, from_the_host: Callable[[], None] | None) -> Started:
+    """Talk the child through its sequence until its execve; with `from_the_host`, run it between
+    the child's "ready" and our "go". On any failure the child is killed and reaped, so no
+    half-made container survives."""
     try:
+        if from_the_host is not None:
+            _expect(parent_sock, pid, "ready")
+            from_the_host()
+            _send(parent_sock, {"type": "go"})
         return Started(pid, _until_exec(parent_sock, pid))
     except BaseException:
         _kill_and_reap(pid)
