@@ -60,7 +60,9 @@ def test_cpus_holds_a_busy_loop_near_half_a_cpu(mc, demo_tar: Path) -> None:
         time.sleep(2)
         t1, u1 = time.monotonic(), cg.stats().cpu_usage_ns
         share = (u1 - u0) / 1e9 / (t1 - t0)
-        assert 0.3 < share < 0.7, share  # loose: about half of one CPU, never a whole one
+        # loose: the quota caps it at half of one CPU, never a whole one; the lower
+        # bound only shows it ran (a busy machine may give it less than its cap)
+        assert 0.1 < share < 0.7, share
     finally:
         mc("rm", "-f", cid, check=True)
 
