@@ -132,6 +132,8 @@ def environment(image_config: dict[str, Any], opts: RunOptions, hostname: str) -
     /etc/passwd once the user is known.
     """
     env: dict[str, str] = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+    if opts.tty:  # Docker's default for a container with a terminal
+        env["TERM"] = "xterm"
     given = list(image_config.get("Env") or [])
     for f in opts.env_files:
         given += parse_env_file(f)

@@ -66,6 +66,12 @@ def test_environment_precedence_and_defaults(tmp_path: Path, monkeypatch: pytest
 def test_path_defaults_to_dockers() -> None:
     env = b.environment({}, b.RunOptions(), "h")
     assert env[0] == "PATH=" + b.DEFAULT_PATH
+    assert not any(e.startswith("TERM=") for e in env)
+
+
+def test_a_terminal_gets_term_xterm_unless_set() -> None:
+    assert "TERM=xterm" in b.environment({}, b.RunOptions(tty=True), "h")
+    assert "TERM=vt100" in b.environment({}, b.RunOptions(tty=True, env=["TERM=vt100"]), "h")
 
 
 def test_missing_env_file_is_a_clear_error(tmp_path: Path) -> None:
