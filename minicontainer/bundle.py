@@ -26,7 +26,6 @@ from typing import Any
 
 from minicontainer import cgroups, security
 from minicontainer.errors import ContainerError
-from minicontainer.store import atomic_write_json
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # Docker's
@@ -364,9 +363,16 @@ def build_config(container_id: str, image_id: str, image_config: dict[str, Any],
 
 
 def write_bundle(bundle_dir: Path, config: dict[str, Any]) -> Path:
-    """Write config.json into the bundle directory (atomically) and return its path."""
+    """Write config.json into the bundle directory and return its path.
+
+    The bundle is built in a staging directory that appears by rename(2) only
+    when complete, so a plain write suffices: an fsync(2) here was the largest
+    single cost of creating a container.
+    """
+    import json
+
     path = bundle_dir / "config.json"
-    atomic_write_json(path, config)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return path
 
 
