@@ -122,8 +122,11 @@ def test_loopback_only_port_is_not_published_elsewhere(mc, net: dict[str, str]) 
 
 
 def test_none_has_only_lo(mc, net: dict[str, str]) -> None:
-    out = mc("run", "--rm", "--network", "none", IMAGE, "ip", "-o", "link", check=True).stdout
+    result = mc("run", "--rm", "--network", "none", IMAGE, "ip", "-o", "link", check=True,
+                env={"PYTHONPROFILEIMPORTTIME": "1"})  # python -X importtime: every import on stderr
+    out = result.stdout
     assert [line.split(":")[1].strip() for line in out.splitlines()] == ["lo"]
+    assert "encodings" in result.stderr and "pyroute2" not in result.stderr  # none never pays for it
     assert "UP" in out
     bad = mc("run", "--rm", "--network", "none", "-p", "8080:80", IMAGE, "true")
     assert bad.returncode == 125 and "bridge network" in bad.stderr
