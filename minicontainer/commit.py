@@ -27,12 +27,11 @@ from typing import Any
 from minicontainer import image as images
 from minicontainer import layers, save
 from minicontainer.archive import ArchiveImage, LayerRef
+from minicontainer.bundle import A_UPPERDIR
 from minicontainer.container import Container
 from minicontainer.errors import ContainerError, ImageError
 from minicontainer.explain import SILENT, Narration
 from minicontainer.store import Store, digest_hex, remove_tree
-
-UPPER_ANNOTATION = "org.minicontainer.rootfs.upperdir"
 
 
 @dataclass
@@ -54,11 +53,16 @@ def upper_dir(container: Container) -> Path:
     if container.state.rootfs_mode != "overlay":
         raise ContainerError(f"container {container.id[:12]} has a copied root filesystem "
                              "(no overlayfs here): its changes cannot be told from the image's files")
+    upper = _bundle_config(container).get("annotations", {}).get(A_UPPERDIR)
+    return Path(upper) if upper else container.dir / "upper"
+
+
+def _bundle_config(container: Container) -> dict[str, Any]:
+    """The container's OCI config.json ({} if it cannot be read)."""
     try:
-        config = json.loads((container.dir / "config.json").read_text())
-        return Path(config["annotations"][UPPER_ANNOTATION])
-    except (OSError, ValueError, KeyError):
-        return container.dir / "upper"
+        return json.loads((container.dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def image_of(store: Store, container: Container) -> images.Image:
@@ -108,12 +112,8 @@ def mount_points(container: Container, upper: Path, lowers_top_first: list[Path]
     Docker keeps them in a separate "init" layer, so `docker diff` and
     `docker commit` never show them. We leave them out instead.
     """
-    try:
-        config = json.loads((container.dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return frozenset()
     found = set()
-    for m in config.get("mounts") or []:
+    for m in _bundle_config(container).get("mounts") or []:
         name = str(m.get("destination", "")).strip("/")
         if name and os.path.lexists(upper / name) and not in_lowers(lowers_top_first, tuple(name.split("/"))):
             found.add(name)
@@ -184,13 +184,14 @@ def commit(store: Store, ref: str, tag: str | None = None, *, message: str = "",
                       "the container's writable layer, its overlay whiteouts turned back into .wh. entries")
         diff_ids = img.layers + [layer.diff_id]
         chain = images.chain_ids(diff_ids)[-1]
-        _store_layer(store, layer, chain, img.layer_dirs(store), narrator)
         config = _committed_config(img.config, container, layer.diff_id, message, author)
         config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
         refs = [LayerRef(member="", diff_id=d) for d in diff_ids]
         tags = [images.normalize_tag(tag)] if tag else []
-        # _register is the image half's own way of recording an image and moving tags.
-        return images._register(store, ArchiveImage(config_bytes, config, refs, tags), narrator)
+        with store.lock("gc", shared=True):  # as `load`: `image prune` must wait for the new image
+            _store_layer(store, layer, chain, img.layer_dirs(store), narrator)
+            # _register is the image half's own way of recording an image and moving tags.
+            return images._register(store, ArchiveImage(config_bytes, config, refs, tags), narrator)
     finally:
         remove_tree(work)
 
