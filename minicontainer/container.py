@@ -349,13 +349,18 @@ class Container:
         from minicontainer import runtime
 
         oom = runtime.oom_killed(bundle)  # the cgroup that counted it goes with release
-        runtime.release(bundle, narrator)
+        # The exit is recorded first: whatever release meets, the status is not lost.
         with self.store.lock(f"container-{self.id}"):
             if not self.state_file.exists():
                 return  # removed meanwhile (rm -f)
             self.state.status, self.state.exit_code, self.state.finished_at = "exited", code, now()
             self.state.oom_killed = oom
             self.save()
+        try:
+            runtime.release(bundle, narrator)
+        except (OSError, MiniContainerError) as e:  # the command's status still stands; rm retries
+            print(f"minicontainer: cleaning up container {self.id[:12]}: {e}", file=sys.stderr)
+            return
         if self.state.auto_remove:
             self._discard(narrator)
 
