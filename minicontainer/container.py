@@ -467,8 +467,12 @@ class Container:
             except ProcessLookupError:
                 pass
             self._wait_monitor(None)
-        if self.dir.exists():
-            runtime.release(self.bundle(), narrator)
+        try:
+            bundle = self.bundle()
+        except (OSError, ValueError):
+            bundle = None  # removed meanwhile by its --rm monitor, or never written whole
+        if bundle is not None:
+            runtime.release(bundle, narrator)
         self._discard(narrator)
 
     def logs(self, follow: bool = False, out: Any = None) -> None:
