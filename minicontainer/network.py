@@ -140,18 +140,13 @@ def host_routes(ipr: IPRoute, ignore_ifname: str | None = None) -> list[tuple[ip
     return taken
 
 
-def check_free_subnet(store: Store, subnet: ipaddress.IPv4Network, bridge: str,
-                      skip_network: str | None = None) -> None:
-    """Refuse a subnet that overlaps a host route or another network of the store."""
+def taken_subnets(store: Store, bridge: str) -> list[tuple[ipaddress.IPv4Network, str]]:
+    """What a new network must not overlap: the host's routes and addresses, and the store's networks."""
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
         taken = host_routes(ipr, ignore_ifname=bridge)
-    taken += [(ipaddress.IPv4Network(n.subnet), f"network {n.name}")
-              for n in ipam.list_networks(store) if n.name != skip_network]
-    clash = ipam.first_overlap(subnet, taken)
-    if clash:
-        raise NetworkError(f"subnet {subnet} overlaps {clash[0]} ({clash[1]}); choose another with --subnet")
+    return taken + [(ipaddress.IPv4Network(n.subnet), f"network {n.name}") for n in ipam.list_networks(store)]
 
 
 # ---------------------------------------------------------------- networks
@@ -179,15 +174,14 @@ def create_network(store: Store, name: str, subnet: str | None = None, bridge: s
 
 
 def _choose_subnet(store: Store, name: str, subnet: str | None, bridge: str) -> ipaddress.IPv4Network:
+    """--subnet if free; else the default's for `bridge`, or the pool's next free /24."""
+    taken = taken_subnets(store, bridge)
     if subnet is None and name != ipam.DEFAULT_NETWORK:
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
-            taken = host_routes(ipr, ignore_ifname=bridge)
-        taken += [(ipaddress.IPv4Network(n.subnet), n.name) for n in ipam.list_networks(store)]
         return ipam.next_free_subnet(ipaddress.IPv4Network(ipam.USER_SUBNET_POOL), taken)
     chosen = ipam.parse_subnet(subnet or ipam.DEFAULT_SUBNET)
-    check_free_subnet(store, chosen, bridge)
+    clash = ipam.first_overlap(chosen, taken)
+    if clash:
+        raise NetworkError(f"subnet {chosen} overlaps {clash[0]} ({clash[1]}); choose another with --subnet")
     return chosen
 
 

@@ -60,8 +60,9 @@ def start_web(mc, net: dict[str, str], *args: str) -> str:
     return cid
 
 
-def veths() -> set[str]:
-    return {name for name in links() if name.startswith("mcv")}
+def veths(bridge: str) -> set[str]:
+    """The host ends plugged into one bridge (other tests may run beside us with their own)."""
+    return set(os.listdir(f"/sys/class/net/{bridge}/brif"))
 
 
 def test_two_containers_on_one_bridge_talk_by_name(mc, net: dict[str, str]) -> None:
@@ -85,7 +86,7 @@ def test_container_sees_eth0_address_route_and_inspect_agrees(mc, net: dict[str,
     assert info["MacAddress"] in inside
     assert f"default via {net['gateway']} dev eth0" in inside
     assert (info["Network"], info["Bridge"]) == (net["name"], net["bridge"])
-    assert info["HostVeth"] in veths()
+    assert info["HostVeth"] in veths(net["bridge"])
     assert Path(f"/sys/class/net/{info['HostVeth']}/master").resolve().name == net["bridge"]
     assert f"{info['IPAddress']}\t{cid[:12]}" in inside
     again = mc("run", "--rm", "--network", net["name"], "--ip", info["IPAddress"], IMAGE, "true")
@@ -145,11 +146,11 @@ def test_host_sees_the_hosts_interfaces(mc, net: dict[str, str]) -> None:
 def test_container_network_is_shared(mc, net: dict[str, str]) -> None:
     first = mc("run", "-d", "--name", "first", "--network", net["name"], IMAGE, "sleep", "1000",
                check=True).stdout.strip()
-    before = veths()
+    before = veths(net["bridge"])
     out = mc("run", "--rm", "--network", "container:first", IMAGE, "ip", "-o", "-4", "addr", "show", "eth0",
              check=True).stdout
     assert f"{container_ip(mc, first)}/24" in out
-    assert veths() == before  # joined, not wired anew
+    assert veths(net["bridge"]) == before  # joined, not wired anew
     second = mc("run", "-d", "--network", "container:first", IMAGE, "sleep", "1000", check=True).stdout.strip()
     namespaces = [json.loads(mc("container", "inspect", c, check=True).stdout)[0]["Namespaces"] for c in (first, second)]
     assert namespaces[0]["net"] == namespaces[1]["net"] and namespaces[0]["mnt"] != namespaces[1]["mnt"]
@@ -172,10 +173,10 @@ def test_twenty_concurrent_runs_get_twenty_addresses(mc, net: dict[str, str]) ->
         out = mc("exec", cid, "ip", "-o", "-4", "addr", "show", "eth0", check=True).stdout
         seen.add(re.search(r"inet (\S+)/", out).group(1))
     assert len(seen) == 20
-    assert len(veths()) >= 20
+    assert len(veths(net["bridge"])) == 20
     mc("rm", "-f", *ids, check=True)
     assert json.loads(mc("network", "inspect", net["name"], check=True).stdout)[0]["containers"] == {}
-    assert veths() == set()
+    assert veths(net["bridge"]) == set()
 
 
 def test_nothing_remains_after_kill_9_of_the_cli(mc, net: dict[str, str]) -> None:
@@ -188,7 +189,7 @@ def test_nothing_remains_after_kill_9_of_the_cli(mc, net: dict[str, str]) -> Non
     cli.kill()  # SIGKILL: the CLI cleans nothing up
     cli.wait()
     mc("rm", "-f", "victim", check=True)
-    assert veths() == set()
+    assert veths(net["bridge"]) == set()
     assert f"dport {port}" not in our_table()
     assert json.loads(mc("network", "inspect", net["name"], check=True).stdout)[0]["containers"] == {}
 
