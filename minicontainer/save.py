@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from minicontainer.errors import ImageError
-from minicontainer.layers import OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX
+from minicontainer.layers import DIR_FLAGS, OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX
 from minicontainer.store import Store, remove_tree
 
 if TYPE_CHECKING:
@@ -64,25 +64,46 @@ def is_opaque(path: Path) -> bool:
         return False
 
 
-def walk(top: Path, rel: str = "", skip: frozenset[str] = frozenset()
-         ) -> Iterator[tuple[str, Path, os.stat_result]]:
+def walk(top: Path, skip: frozenset[str] = frozenset()) -> Iterator[tuple[str, Path, os.stat_result]]:
     """Every entry below `top` as (name inside the layer, path, lstat), parents first, sorted.
 
-    Sorted so that the same directory always gives the same tar bytes (hence
-    the same diff_id); symlinks are never followed; names in `skip` are left
-    out with everything below them.
+    Sorted, so that the same directory always gives the same tar bytes (hence
+    the same diff_id); names in `skip` are left out with everything below them.
+
+    A running container can change its files while we read them, even swap a
+    directory for a symlink to "/". So no name is resolved from `top` down:
+    each directory is opened with O_NOFOLLOW relative to its parent's
+    descriptor (openat(2)), and the path handed out is
+    /proc/self/fd/<that descriptor>/<name>, which the kernel resolves through
+    the open directory itself (proc(5)); only `name` is looked up, never
+    followed. layers.py unpacks by the same rule.
     """
-    with os.scandir(top / rel if rel else top) as entries:
-        names = sorted(e.name for e in entries)
-    for name in names:
+    fd = os.open(top, DIR_FLAGS)
+    try:
+        yield from _walk_at(fd, "", skip)
+    finally:
+        os.close(fd)
+
+
+def _walk_at(fd: int, rel: str, skip: frozenset[str]) -> Iterator[tuple[str, Path, os.stat_result]]:
+    for name in sorted(os.listdir(fd)):
         inner = f"{rel}/{name}" if rel else name
         if inner in skip:
             continue
-        path = top / inner
-        st = os.lstat(path)
-        yield inner, path, st
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # deleted meanwhile (a running container)
+        yield inner, Path(f"/proc/self/fd/{fd}/{name}"), st
         if stat.S_ISDIR(st.st_mode):
-            yield from walk(top, inner, skip)
+            try:
+                child = os.open(name, DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                continue  # gone, or no longer a directory: nothing below to read
+            try:
+                yield from _walk_at(child, inner, skip)
+            finally:
+                os.close(child)
 
 
 def _xattrs(path: Path) -> dict[str, str]:
@@ -140,7 +161,7 @@ def add_tree(tar: tarfile.TarFile, top: Path, *, whiteouts: bool = True,
         if info is None:
             continue
         if info.isreg():
-            with open(path, "rb") as f:
+            with _open_regular(path) as f:
                 tar.addfile(info, f)
         else:
             tar.addfile(info)
@@ -149,6 +170,19 @@ def add_tree(tar: tarfile.TarFile, top: Path, *, whiteouts: bool = True,
             _add_marker(tar, f"{name}/{OPAQUE_MARKER}")
             count += 1
     return count
+
+
+def _open_regular(path: Path) -> IO[bytes]:
+    """Open a file we saw as a regular file, refusing whatever may have replaced it since.
+
+    O_NOFOLLOW: a symlink put there now is not followed (ELOOP); O_NONBLOCK: a
+    FIFO put there now does not hang us; then fstat(2) checks it is a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImageError(f"{path.name}: changed into something else while being read")
+    return os.fdopen(fd, "rb")
 
 
 def _sibling(name: str, other: str) -> str:

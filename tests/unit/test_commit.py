@@ -17,6 +17,7 @@ import pytest
 
 from minicontainer import commit, layers, save
 from minicontainer.container import Container, ContainerState
+from minicontainer.errors import ImageError
 from minicontainer.store import Store
 
 
@@ -191,3 +192,21 @@ def test_xattrs_travel_as_pax_headers(tmp_path: Path) -> None:
                       errors="surrogateescape") as tar:
         value = tar.getmember("f").pax_headers["SCHILY.xattr.user.note"]
     assert value.encode("utf-8", "surrogateescape") == b"\xff\x00binary"
+
+
+def test_a_file_swapped_for_a_symlink_or_fifo_is_not_read(tmp_path: Path) -> None:
+    """A running container may swap a file while it is tarred: never follow, never hang."""
+    secret = tmp_path / "host-secret"
+    secret.write_text("not for the image")
+    (tmp_path / "swapped").symlink_to(secret)
+    with pytest.raises(OSError):
+        save._open_regular(tmp_path / "swapped")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(ImageError):
+        save._open_regular(tmp_path / "fifo")
+
+
+def test_walk_hands_out_paths_through_open_directories(upper: Path) -> None:
+    seen = {name: path for name, path, _ in save.walk(upper)}
+    assert set(seen) == {"etc", "etc/draft.txt", "etc/motd", "etc/motd.link", "etc/os"}
+    assert str(seen["etc/motd"]).startswith("/proc/self/fd/")
