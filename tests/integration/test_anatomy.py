@@ -52,6 +52,8 @@ def test_anatomy_of_a_running_container(mc: MC, running) -> None:
     pids = next(line for line in out.splitlines() if "pids    limit" in line)
     assert "limit 50" in pids
     assert "none: its own network namespace with only lo" in out
+    boxed = [line for line in out.splitlines() if line[:1] in "┌│├└"]
+    assert len(boxed) > 20 and {len(line) for line in boxed} == {78}  # square boxes on the projector
 
 
 def test_anatomy_of_an_exited_container(mc: MC, running) -> None:
