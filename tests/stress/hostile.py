@@ -135,6 +135,7 @@ def corpus(canary: Path) -> list[Hostile]:
         Hostile("name-255", [[_f("n" * 255)]], "loads"),
         Hostile("name-256", [[_f("n" * 256)]], "refused"),
         Hostile("path-over-path-max", [[_f("/".join(["d" * 200] * 25) + "/x")]], "either"),
+        Hostile("deep-nesting", [[_f("d/" * 1100 + "x")]], "either", ["/" + "d/" * 1100 + "x"]),
         Hostile("symlink-target-huge", [[_sym("long", "x/" * 3000), _f("long/y")]], "either"),
         Hostile("name-control-bytes", [[_f("new\nline"), _f("tab\there"), _f("esc\x1b[31m")]], "either"),
         Hostile("name-dots", [[_f("./././x"), _f(".//y"), _f("a/./b/../c")]], "either"),

@@ -8,6 +8,7 @@ the store: no half-unpacked layer, no staging left behind.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,12 @@ from stresskit import assert_one_line_error, containers, layer_dirs, staging
 
 # The case names, for parametrize (the canary path is only known inside the test).
 CASES = [case.name for case in corpus(Path("/canary"))]
+DEEP_RM = pytest.mark.xfail(strict=True, reason="store.remove_tree is shutil.rmtree, which recurses: a "
+                            "container whose upper layer holds 1100 nested directories cannot be removed "
+                            "(RecursionError), so `run --rm` leaves it behind")
+MODES = [(name, rootfs) if (name, rootfs) != ("deep-nesting", "overlay")
+         else pytest.param(name, rootfs, marks=DEEP_RM)
+         for name in CASES for rootfs in ("overlay", "copy")]
 
 # Write through every probe, append, replace it with a symlink to /, delete it:
 # all from inside the container, all must stay inside it.
@@ -28,10 +35,17 @@ def _case(name: str, canary: Path):
     return next(c for c in corpus(canary) if c.name == name)
 
 
-@pytest.mark.parametrize("rootfs", ["overlay", "copy"])
-@pytest.mark.parametrize("name", CASES)
-def test_hostile_archive_load_and_run(mc, store_root: Path, canary: Path, base: bytes,
-                                      tmp_path: Path, name: str, rootfs: str) -> None:
+@pytest.fixture
+def deep_trees_removed(store_root: Path):
+    """Python's own rmtree (pytest's too) recurses: remove a store's deep trees with rm(1)."""
+    yield
+    subprocess.run(["rm", "-rf", "--one-file-system", str(store_root / "layers"), str(store_root / "containers"),
+                    str(store_root / "tmp")], check=True)
+
+
+@pytest.mark.parametrize("name, rootfs", MODES)
+def test_hostile_archive_load_and_run(mc, store_root: Path, canary: Path, base: bytes, tmp_path: Path,
+                                      deep_trees_removed: None, name: str, rootfs: str) -> None:
     case = _case(name, canary)
     archive = write_archive(case, base, tmp_path / f"{name}.tar")
 
