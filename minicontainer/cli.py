@@ -358,11 +358,16 @@ def exec_(ctx: Context, container: str, command: tuple[str, ...], interactive: b
 @pass_ctx
 def stop(ctx: Context, containers: tuple[str, ...], timeout: float) -> None:
     """Stop containers: SIGTERM, then SIGKILL after a grace period."""
+    _for_each_container(ctx, containers, lambda c: c.stop(timeout))
+
+
+def _for_each_container(ctx: Context, refs: tuple[str, ...], action) -> None:
+    """Apply `action` to each named container and print its name, as Docker does."""
     from minicontainer.container import Container
 
     store = ctx.store()
-    for ref in containers:
-        Container.find(store, ref).stop(timeout)
+    for ref in refs:
+        action(Container.find(store, ref))
         click.echo(ref)
 
 
@@ -374,7 +379,6 @@ def kill(ctx: Context, containers: tuple[str, ...], sig: str) -> None:
     """Send a signal to the containers' PID 1."""
     import signal as signals
 
-    from minicontainer.container import Container
     from minicontainer.errors import ContainerError
 
     name = sig.upper().removeprefix("SIG")
@@ -382,10 +386,7 @@ def kill(ctx: Context, containers: tuple[str, ...], sig: str) -> None:
         number = int(name) if name.isdigit() else int(getattr(signals, "SIG" + name))
     except AttributeError:
         raise ContainerError(f"invalid signal: {sig}") from None
-    store = ctx.store()
-    for ref in containers:
-        Container.find(store, ref).kill(number)
-        click.echo(ref)
+    _for_each_container(ctx, containers, lambda c: c.kill(number))
 
 
 @cli.command()
