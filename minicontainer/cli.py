@@ -607,15 +607,21 @@ def commit_cmd(ctx: Context, container: str, repository: str | None, message: st
 
 @cli.command()
 @click.argument("image_ref", metavar="IMAGE")
-@click.option("-o", "--output", required=True, help="The archive file to write.")
+@click.option("-o", "--output", default=None, help="The archive file to write (default: stdout).")
 @pass_ctx
-def save(ctx: Context, image_ref: str, output: str) -> None:
+def save(ctx: Context, image_ref: str, output: str | None) -> None:
     """Write IMAGE as a `docker save` archive (docker load and podman load read it)."""
     from pathlib import Path
 
     from minicontainer import save as saving
+    from minicontainer.errors import ImageError
 
-    saving.save_image(ctx.store(), image_ref, Path(output))
+    if output is not None:
+        saving.save_image(ctx.store(), image_ref, Path(output))
+        return
+    if sys.stdout.isatty():
+        raise ImageError("cowardly refusing to save to a terminal: use -o FILE or redirect")
+    saving.save_to_stream(ctx.store(), image_ref, sys.stdout.buffer)
 
 
 @cli.command()

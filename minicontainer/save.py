@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import tarfile
 from collections.abc import Iterator
@@ -263,6 +264,19 @@ def save_image(store: Store, ref: str, out: Path) -> str:
             blobs.append(write_layer_tar(folder, work / f"{i}.tar").path.read_bytes())
         config_bytes = _config_for(store, img, blobs)
         return write_docker_save(Path(out), blobs, config_bytes, img.tags)
+    finally:
+        remove_tree(work)
+
+
+def save_to_stream(store: Store, ref: str, out: IO[bytes]) -> str:
+    """`save IMAGE > FILE`: the archive is written in the store's tmp/, then copied to `out`."""
+    work = store.mkdtemp("save-")
+    try:
+        image_id = save_image(store, ref, work / "image.tar")
+        with open(work / "image.tar", "rb") as f:
+            shutil.copyfileobj(f, out, 1 << 20)
+        out.flush()
+        return image_id
     finally:
         remove_tree(work)
 

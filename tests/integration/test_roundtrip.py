@@ -13,6 +13,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -172,6 +173,7 @@ def test_save_gives_back_the_loaded_image_with_its_id(mc: MC, demo_tar: Path, tm
     saved = tmp_path / "demo-again.tar"
     mc("save", "minicontainer-demo", "-o", str(saved), check=True)
     assert MC(tmp_path / "other")("load", str(saved), check=True).stdout.splitlines()[-1] == original
+    assert saved.read_bytes() == demo_tar.read_bytes()  # the very archive: same layers, config, writer
     # the archive is gone: the layers are re-tarred from the store; still loadable, still runnable
     moved = tmp_path / "moved.tar"
     shutil.copy(demo_tar, moved)
@@ -185,3 +187,14 @@ def test_save_gives_back_the_loaded_image_with_its_id(mc: MC, demo_tar: Path, tm
     assert again("run", "--rm", "minicontainer-demo", "cat", "/etc/os-release", check=True).stdout.startswith("NAME=")
     assert "d" == again("run", "--rm", "minicontainer-demo", "sh", "-c",
                         "test -e /etc/draft.txt && echo s || echo d", check=True).stdout.strip()
+
+
+def test_save_to_stdout_is_the_same_archive(mc: MC, demo_tar: Path, tmp_path: Path) -> None:
+    mc("load", str(demo_tar), check=True)
+    to_file = tmp_path / "saved.tar"
+    mc("save", "minicontainer-demo", "-o", str(to_file), check=True)
+    piped = subprocess.run([sys.executable, "-m", "minicontainer", "save", "minicontainer-demo"],
+                           capture_output=True, env={**os.environ, "MINICONTAINER_ROOT": str(mc.root)})
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == to_file.read_bytes()
+    assert not list((mc.root / "tmp").iterdir())  # its staging file is gone
