@@ -5,8 +5,10 @@ A container is made of ordinary system calls and file writes. With
 arguments it really got (the container's own id, the layer digests, the pid)
 and one line of *why*:
 
+    [3] fork() = 20652 on the host, 1 inside
+        one process, two pids: the host's /proc still shows the host's number
     [7] unshare(CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWNET)
-        a private mount table, hostname, IPC and network stack for the container
+        new, empty namespaces: network, ipc, uts, mount (the host's stay untouched)
 
 Each step function of the program receives a narrator and calls
 `narrator.step(lambda: "<the call>", "<why>")` once. The lambda is the trick
