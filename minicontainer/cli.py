@@ -292,9 +292,9 @@ def run(ctx: Context, image: str, command: tuple[str, ...], detach: bool, auto_r
 @pass_ctx
 def ps(ctx: Context, show_all: bool, quiet: bool) -> None:
     """List containers (running ones, or all with -a)."""
-    from minicontainer.container import Container, age
+    from minicontainer.container import age, listing
 
-    rows = [c for c in Container.all(ctx.store()) if show_all or c.running]
+    rows = listing(ctx.store(), show_all)
     if quiet:
         for c in rows:
             click.echo(c.id[:12])
@@ -302,7 +302,7 @@ def ps(ctx: Context, show_all: bool, quiet: bool) -> None:
     click.echo(f"{'CONTAINER ID':<14}{'IMAGE':<20}{'COMMAND':<24}{'CREATED':<26}{'STATUS':<36}"
                f"{'PID':<8}NAMES")
     for c in rows:
-        s = c.refresh()
+        s = c.state
         command = c.command_text()
         command = '"' + (command if len(command) <= 20 else command[:19] + "…") + '"'
         click.echo(f"{c.id[:12]:<14}{s.image_ref[:19]:<20}{command:<24}{age(s.created) + ' ago':<26}"

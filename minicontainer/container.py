@@ -85,7 +85,15 @@ def process_start_time(pid: int | None) -> int | None:
 
 
 def _alive(pid: int | None, start: int | None) -> bool:
-    return pid is not None and start is not None and process_start_time(pid) == start
+    """Is this exact process (pid + start time) still running? A zombie is not: it has exited,
+    only nobody has reaped it yet (its /proc/PID/stat state is Z, or X while being reaped)."""
+    if pid is None or start is None or process_start_time(pid) != start:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
 
 
 @dataclass
@@ -173,6 +181,11 @@ class Container:
     def running(self) -> bool:
         return self.refresh().status == "running"
 
+    @property
+    def being_started(self) -> bool:
+        """Created, and the `run` that created it is still alive (so it may start any moment)."""
+        return self.state.status == "created" and _alive(self.state.monitor_pid, self.state.monitor_start)
+
     def _save_quietly(self) -> None:
         try:
             self.save()
@@ -213,7 +226,9 @@ class Container:
                     id=container_id, name=chosen, image=image.id, image_ref=image_ref,
                     command=config["process"]["args"], created=now(), auto_remove=auto_remove,
                     detached=detached, interactive=opts.interactive, tty=opts.tty,
-                    rootfs_mode=plan.mode)
+                    rootfs_mode=plan.mode,
+                    # until it starts, the creating CLI answers for it (see being_started)
+                    monitor_pid=os.getpid(), monitor_start=process_start_time(os.getpid()))
                 write_state(staging / "state.json", state)
                 narrator.step(lambda: call("rename", staging, final),
                               "the container's bundle (config.json + rootfs/), upper/ and work/ appear whole")
@@ -597,16 +612,29 @@ def finish(store: Store, container_id: str, code: int) -> None:
 
 
 def prune(store: Store) -> list[str]:
-    """Remove every container that is not running; return their ids."""
+    """Remove every container that is not running (nor being started); return their ids."""
     removed = []
     for c in Container.all(store):
         try:
-            if not c.running:
+            if not c.running and not c.being_started:
                 c.remove()
                 removed.append(c.id)
         except ContainerError:
             continue  # vanished meanwhile
     return removed
+
+
+def listing(store: Store, show_all: bool) -> list[Container]:
+    """The containers `ps` shows, each freshly refreshed; one removed meanwhile is left out."""
+    shown = []
+    for c in Container.all(store):
+        try:
+            c.refresh()
+        except ContainerError:
+            continue  # a concurrent rm took it between the listing and now
+        if show_all or c.state.status == "running":
+            shown.append(c)
+    return shown
 
 
 def age(when: str | None) -> str:
