@@ -235,6 +235,8 @@ def _network_options(command):
 
 def _check_network_options(kw: dict) -> None:
     """Refuse a bad --network or -p before anything is created (exit 125, one line)."""
+    if kw["network"] in ("none", "host") and not kw["publish"]:
+        return  # nothing to check, and `--network none` must not import the network code
     from minicontainer.network import NetworkMode
     from minicontainer.ports import parse_ports
 

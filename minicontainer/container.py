@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import shutil
 import signal
 import stat
 import sys
@@ -763,7 +762,7 @@ def copy_layer(src: Path, dst: Path) -> None:
             if stat.S_ISLNK(st.st_mode):
                 os.symlink(os.readlink(s), d)
             elif stat.S_ISREG(st.st_mode):
-                shutil.copyfile(s, d, follow_symlinks=False)
+                _copy_file(s, d)
             else:
                 os.mknod(d, st.st_mode, st.st_rdev)
         os.lchown(d, st.st_uid, st.st_gid)
@@ -782,3 +781,10 @@ def _opaque(path: Path) -> bool:
 if __name__ == "__main__":  # `python -m minicontainer.container finish ROOT ID CODE`: see _WAITER
     if sys.argv[1:2] == ["finish"] and len(sys.argv) == 5:
         finish(Store.open(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    """Copy one regular file's bytes (shutil is imported only here: `run` rarely copies)."""
+    import shutil
+
+    shutil.copyfile(source, target, follow_symlinks=False)

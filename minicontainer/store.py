@@ -27,13 +27,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from minicontainer.errors import MiniContainerError
 
 DEFAULT_ROOT = Path("/var/lib/minicontainer")
 
@@ -142,11 +143,28 @@ def read_json(path: Path) -> Any:
 
 
 def remove_tree(path: Path) -> None:
-    """Delete a directory tree if it exists (missing is fine: removal is idempotent)."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
+    """Delete a tree if it exists (missing is fine: removal is idempotent).
+
+    shutil.rmtree recurses once per directory level, so a container (or a
+    hostile layer) that nests a few thousand directories would make it fail
+    with RecursionError; rm(1) walks iteratively and never follows symlinks.
+    """
+    import shutil  # imported here: it pulls in bz2 and lzma, which `run` never needs
+
+    if path.is_symlink() or not path.is_dir():
+        with _ignore_missing():
+            path.unlink()
+        return
+    try:
         shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except (RecursionError, OSError):
+        import subprocess
+
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False)
+        if path.exists() or path.is_symlink():
+            raise MiniContainerError(f"cannot remove {path}") from None
 
 
 @contextmanager
