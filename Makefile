@@ -40,7 +40,7 @@ stress: image
 # runc and podman come from Debian's packages (bench/run.py installs them when
 # missing); the chart needs matplotlib, the table does not.
 bench: image
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]' \
+	@$(PY) -m pip install -q --disable-pip-version-check matplotlib \
 	  || echo "matplotlib not installed: the benchmark prints its table without a chart"
 	$(PY) bench/run.py $(BENCH_ARGS)
 
