@@ -150,15 +150,62 @@ def _ours_or_empty(cgroup: Path, basetemp: str) -> bool:
         return False  # removed meanwhile
 
 
-def _nft_rules() -> set[str]:
-    """The lines of minicontainer's own nftables table (chains and rules), if nft is there."""
+def _store_networks(store: Path | None) -> set[str]:
+    """The bridges and subnets (as "10.250.3." address prefixes) of the test store's networks."""
+    import json
+
+    words = set()
+    for f in (store / "networks").glob("*.json") if store else ():
+        try:
+            net = json.loads(f.read_text())
+            words |= {net["bridge"], net["subnet"], net["subnet"].rsplit(".", 1)[0] + "."}
+        except (OSError, ValueError, KeyError, AttributeError):
+            continue  # an .ipam.json, or a record being written
+    return words
+
+
+def _nft_rules(ours: set[str] | None) -> set[str]:
+    """The lines of minicontainer's own nftables table (chains and rules), if nft is there.
+
+    With `ours` (bridges and subnets of the test's store), only the chains and rules that
+    name one of them: networks of other stores on this machine are not this test's leak.
+    """
     import shutil
 
     if shutil.which("nft") is None:
         return set()
     out = subprocess.run(["nft", "list", "table", "ip", "minicontainer"],
                          capture_output=True, text=True).stdout
-    return {line.strip() for line in out.splitlines() if line.strip() not in ("", "}")}
+    lines = [line.strip() for line in out.splitlines() if line.strip() not in ("", "}")]
+    if ours is None:
+        return set(lines)
+    chains: dict[str, list[str]] = {}
+    chain = ""
+    for line in lines:
+        if line.startswith("chain "):
+            chain = line.split()[1]
+        chains.setdefault(chain, []).append(line)
+    mine = {name for name, body in chains.items() if any(w in line for line in body for w in ours)}
+    words = ours | {f" {name}" for name in mine if name}  # a rule that jumps to one of our chains
+    return {line for name, body in chains.items() for line in body
+            if name in mine and line.startswith("chain ") or any(w in line for w in words)}
+
+
+def _our_links(ours: set[str] | None) -> set[str]:
+    """Links; with `ours`, only the store's bridges and the veths plugged into them (or into
+    nothing: a veth left behind by a removed network)."""
+    net = Path("/sys/class/net")
+    # podman's links (veth*, podman*, cni-*) come and go with the reference runs, not with ours
+    names = {p.name for p in net.iterdir() if not p.name.startswith(("veth", "podman", "cni-"))} \
+        if net.exists() else set()
+    if ours is None:
+        return names
+    found = set()
+    for name in names:
+        master = net / name / "master"
+        if name in ours or (name.startswith("mcv") and (not master.exists() or master.resolve().name in ours)):
+            found.add(name)
+    return found
 
 
 def _ipam_entries(store: Path | None) -> set[str]:
@@ -187,10 +234,8 @@ def _snapshot(basetemp: str, store: Path | None, everything: bool = False) -> di
     # a container of someone else on this machine (another store) is not this test's leak
     cgroups = {c for c in cgroups if everything or Path(c).name == "minicontainer"
                or _ours_or_empty(Path(c), basetemp)}
-    # podman's links (veth*, podman*, cni-*) come and go with the reference runs, not with ours
-    links = {p.name for p in Path("/sys/class/net").iterdir()
-             if not p.name.startswith(("veth", "podman", "cni-"))} if Path("/sys/class/net").exists() else set()
-    return {"mounts": mounts, "cgroups": cgroups, "links": links, "nft": _nft_rules(),
+    ours = None if everything else _store_networks(store)
+    return {"mounts": mounts, "cgroups": cgroups, "links": _our_links(ours), "nft": _nft_rules(ours),
             "ipam": _ipam_entries(store), "processes": _our_processes(basetemp, everything)}
 
 
