@@ -1155,7 +1155,7 @@ def join_cgroups(child: Child) -> None:
     So limits and accounting apply to exec'd processes too. See cgroups(7).
     """
     layout = cgroups.detect()  # v1, v2 or hybrid: where each hierarchy is mounted
-    own = cgroups.cgroup_dirs_of(os.getpid(), layout)
+    own = cgroups.cgroup_dirs_of(int(os.readlink("/proc/self")), layout)  # getpid() is the container's pid
     for directory in cgroups.cgroup_dirs_of(child.target_pid, layout):
         procs = directory / "cgroup.procs"
         if directory not in own and procs.exists():
