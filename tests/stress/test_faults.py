@@ -213,8 +213,6 @@ sys.stdin.read()
 """
 
 
-@pytest.mark.xfail(strict=True, reason="container.py _alive() takes a zombie monitor for a live one "
-                   "(same pid, same start time in /proc/PID/stat): until init reaps it, `ps` says Up")
 def test_monitor_killed_but_not_yet_reaped_is_not_up(mc, store_root: Path, bb_archive: Path) -> None:
     mc("load", str(bb_archive), check=True)
     env = {**os.environ, "MINICONTAINER_ROOT": str(store_root)}

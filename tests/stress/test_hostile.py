@@ -18,12 +18,7 @@ from stresskit import assert_one_line_error, containers, layer_dirs, staging
 
 # The case names, for parametrize (the canary path is only known inside the test).
 CASES = [case.name for case in corpus(Path("/canary"))]
-DEEP_RM = pytest.mark.xfail(strict=True, reason="store.remove_tree is shutil.rmtree, which recurses: a "
-                            "container whose upper layer holds 1100 nested directories cannot be removed "
-                            "(RecursionError), so `run --rm` leaves it behind")
-MODES = [(name, rootfs) if (name, rootfs) != ("deep-nesting", "overlay")
-         else pytest.param(name, rootfs, marks=DEEP_RM)
-         for name in CASES for rootfs in ("overlay", "copy")]
+MODES = [(name, rootfs) for name in CASES for rootfs in ("overlay", "copy")]
 
 # Write through every probe, append, replace it with a symlink to /, delete it:
 # all from inside the container, all must stay inside it.
@@ -37,7 +32,7 @@ def _case(name: str, canary: Path):
 
 @pytest.fixture
 def deep_trees_removed(store_root: Path):
-    """Python's own rmtree (pytest's too) recurses: remove a store's deep trees with rm(1)."""
+    """pytest's own clean-up (shutil.rmtree) recurses: remove the store's deep trees with rm(1)."""
     yield
     subprocess.run(["rm", "-rf", "--one-file-system", str(store_root / "layers"), str(store_root / "containers"),
                     str(store_root / "tmp")], check=True)

@@ -122,7 +122,7 @@ def test_rm_ps_run_race(mc, store_root: Path, bb_archive: Path) -> None:
     reader = threading.Thread(target=read_states)
     reader.start()
     jobs = [("rm", "-f", cid) for cid in ids] + [("ps", "-a")] * len(ids) + \
-           [("run", "--rm", "stress", "true")] * len(ids)
+           [("run", "--rm", "stress", "true")] * len(ids) + [("container", "prune")] * 3
     try:
         with ThreadPoolExecutor(max_workers=12) as pool:
             results = list(pool.map(lambda args: (args, mc(*args, timeout=120)), jobs))
@@ -130,10 +130,7 @@ def test_rm_ps_run_race(mc, store_root: Path, bb_archive: Path) -> None:
         stop.set()
         reader.join()
     assert torn == []
-    # `ps` losing the race with `rm` is its own (xfail) test below, which needs no luck to fail
-    crashes = [(a, r.returncode, r.stderr) for a, r in results
-               if (r.returncode != 0 or "Traceback" in r.stderr)
-               and not (a[0] == "ps" and "No such container" in r.stderr)]
+    crashes = [(a, r.returncode, r.stderr) for a, r in results if r.returncode != 0 or "Traceback" in r.stderr]
     assert crashes == []
     for f in (store_root / "containers").glob("*/state.json"):
         json.loads(f.read_bytes())
@@ -143,8 +140,6 @@ def test_rm_ps_run_race(mc, store_root: Path, bb_archive: Path) -> None:
     assert containers(store_root) == []
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py ps: a container removed between Container.all() and "
-                   "c.refresh() makes `ps -a` fail with 125 'No such container' (seen under rm/ps races)")
 def test_ps_survives_a_container_removed_while_listing(mc, store_root: Path, bb_archive: Path,
                                                        monkeypatch, capsys) -> None:
     """The race made certain: the listing is taken, then one container goes, then ps prints."""
@@ -168,9 +163,6 @@ def test_ps_survives_a_container_removed_while_listing(mc, store_root: Path, bb_
     assert exit_.value.code == 0, capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason="container.py prune(): a container that `run` has created but not "
-                   "yet marked running (state 'created' while runtime.start works) is removed and its "
-                   "cgroup killed, so the concurrent `run` dies with 137 or fails")
 def test_prune_spares_a_container_being_started(mc, store_root: Path, bb_archive: Path) -> None:
     import signal
 
