@@ -110,6 +110,7 @@ def load_all(store: Store, path: Path, *, progress: bool = False,
 def _load_archive(store: Store, path: Path, progress: bool, narrator: Narration = SILENT) -> list[Image]:
     from minicontainer import archive as arc
 
+    store.sweep_tmp()  # staging left by a load or run that was killed (SIGKILL cannot clean up)
     with arc.open_archive(path, store.tmp) as archive:
         found = archive.images()
         kind = ("a docker-save archive (manifest.json)" if archive.has("manifest.json") else

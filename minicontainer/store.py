@@ -94,8 +94,27 @@ class Store:
         return self.containers / container_id
 
     def mkdtemp(self, prefix: str) -> Path:
-        """A new private directory under tmp/, on the same filesystem as its final place."""
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.tmp))
+        """A new private directory under tmp/, on the same filesystem as its final place.
+
+        Its name carries the creator's pid (`layer-<pid>-<random>`), so that
+        sweep_tmp() can tell the staging of a live command from the leftovers
+        of one that was killed with SIGKILL before it could clean up.
+        """
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=self.tmp))
+
+    def sweep_tmp(self) -> list[Path]:
+        """Remove staging directories whose creator is dead; return what was removed.
+
+        Nothing in tmp/ is ever visible as an image or a container (things
+        appear by rename out of it), so deleting an orphan there loses nothing.
+        """
+        removed = []
+        for entry in self.tmp.iterdir():
+            _, _, rest = entry.name.rpartition("-")[0].rpartition("-")
+            if rest.isdigit() and not _alive(int(rest)):
+                remove_tree(entry)
+                removed.append(entry)
+        return removed
 
     @contextmanager
     def lock(self, name: str, *, shared: bool = False) -> Iterator[None]:
@@ -165,6 +184,17 @@ def remove_tree(path: Path) -> None:
         subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False)
         if path.exists() or path.is_symlink():
             raise MiniContainerError(f"cannot remove {path}") from None
+
+
+def _alive(pid: int) -> bool:
+    """Does process `pid` exist? (kill(2) with signal 0 checks without signalling.)"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager

@@ -79,8 +79,6 @@ def test_sigkill_during_unpacking(mc, store_root: Path, big_archive: Path, big_d
     assert (run.returncode, run.stdout.strip()) == (0, "100"), run.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="a load killed with SIGKILL leaves its staging directory "
-                   "tmp/layer-* behind for good: nothing sweeps abandoned staging (disk leak)")
 def test_sigkill_during_unpacking_leaves_no_staging_after_next_load(mc, store_root: Path,
                                                                    big_archive: Path) -> None:
     proc = spawn(store_root, "load", str(big_archive))
