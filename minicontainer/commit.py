@@ -190,8 +190,8 @@ def commit(store: Store, ref: str, tag: str | None = None, *, message: str = "",
         tags = [images.normalize_tag(tag)] if tag else []
         with store.lock("gc", shared=True):  # as `load`: `image prune` must wait for the new image
             _store_layer(store, layer, chain, img.layer_dirs(store), narrator)
-            # _register is the image half's own way of recording an image and moving tags.
-            return images._register(store, ArchiveImage(config_bytes, config, refs, tags), narrator)
+            # register is the image half's own way of recording an image and moving tags.
+            return images.register(store, ArchiveImage(config_bytes, config, refs, tags), narrator)
     finally:
         remove_tree(work)
 
@@ -209,7 +209,7 @@ def _store_layer(store: Store, layer: save.LayerTar, chain: str, below: list[Pat
             os.chmod(tmp, 0o755)
             with open(layer.path, "rb") as f:
                 stats = layers.unpack_layer(f, tmp, below)
-            images._put_in_place(store, tmp, chain, layer.diff_id, stats)
+            images.put_in_place(store, tmp, chain, layer.diff_id, stats)
         except BaseException:
             remove_tree(tmp)
             raise

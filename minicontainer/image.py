@@ -135,7 +135,7 @@ def _load_archive(store: Store, path: Path, progress: bool, narrator: Narration 
                     for layer, chain in zip(image.layers, chain_ids(_diff_ids(image))):
                         _ensure_layer(store, archive, layer, chain, below, bar, narrator)
                         below.append(store.layer_dir(chain))
-                images.append(_register(store, image, narrator))
+                images.append(register(store, image, narrator))
         finally:
             bar.finish()
     return images
@@ -197,17 +197,17 @@ def _unpack(store: Store, archive: arc.Archive, layer: arc.LayerRef, below: list
                               + f"; rename → {final}",
                       "verified while unpacking, in one pass; renamed into place only once whole and right")
         if layer.diff_id is not None:  # the caller holds this layer's lock
-            _put_in_place(store, tmp, chain, diff_id, stats)
+            put_in_place(store, tmp, chain, diff_id, stats)
         else:  # a flat rootfs: its name is known only now
             with store.lock(f"layer-{digest_hex(chain)}"):
-                _put_in_place(store, tmp, chain, diff_id, stats)
+                put_in_place(store, tmp, chain, diff_id, stats)
         return diff_id
     except BaseException:
         remove_tree(tmp)
         raise
 
 
-def _put_in_place(store: Store, tmp: Path, chain: str, diff_id: str, stats: layers.LayerStats) -> None:
+def put_in_place(store: Store, tmp: Path, chain: str, diff_id: str, stats: layers.LayerStats) -> None:
     """rename(2) the finished layer into place: it appears whole or not at all."""
     final = store.layer_dir(chain)
     if final.is_dir():  # the same flat rootfs loaded twice at once: keep the first
@@ -218,7 +218,7 @@ def _put_in_place(store: Store, tmp: Path, chain: str, diff_id: str, stats: laye
                       {"diff_id": diff_id, "chain_id": chain, "size": stats.size, "files": stats.files})
 
 
-def _register(store: Store, found: arc.ArchiveImage, narrator: Narration = SILENT) -> Image:
+def register(store: Store, found: arc.ArchiveImage, narrator: Narration = SILENT) -> Image:
     """Write images/<id>/ (config.json + image.json), or update the tags of an existing one."""
     from datetime import datetime, timezone
 
@@ -305,7 +305,7 @@ def _cache_file(store: Store, path: Path) -> Path:
     return store.archive_cache / f"{key[:32]}.json"
 
 
-def _stat_key(st: os.stat_result) -> list[int]:
+def stat_key(st: os.stat_result) -> list[int]:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
 
 
@@ -316,7 +316,7 @@ def _remembered(store: Store, path: Path, st: os.stat_result) -> list[Image] | N
     """
     try:
         record = read_json(_cache_file(store, path))
-        if record.get("stat") != _stat_key(st):
+        if record.get("stat") != stat_key(st):
             return None
         images = [get(store, image_id) for image_id in record["images"]]
     except (OSError, ValueError, KeyError, TypeError, ImageError):
@@ -330,7 +330,7 @@ def _remembered(store: Store, path: Path, st: os.stat_result) -> list[Image] | N
 def _remember(store: Store, path: Path, st: os.stat_result, images: list[Image]) -> None:
     store.archive_cache.mkdir(exist_ok=True)
     atomic_write_json(_cache_file(store, path), {
-        "path": str(path.resolve()), "stat": _stat_key(st),
+        "path": str(path.resolve()), "stat": stat_key(st),
         "images": [i.id for i in images], "tags": [i.tags for i in images],
     })
 

@@ -302,7 +302,7 @@ def original_layers(store: Store, wanted: set[str]) -> dict[str, bytes]:
         try:
             record = read_json(note)
             path = Path(record["path"])
-            if record.get("stat") != images._stat_key(path.stat()):
+            if record.get("stat") != images.stat_key(path.stat()):
                 continue  # changed or replaced since it was loaded
             with arc.open_archive(path, store.tmp) as archive:
                 for layer in (layer for image in archive.images() for layer in image.layers):
