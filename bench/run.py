@@ -301,7 +301,8 @@ def memory_rows(s: Setup, samples: int = 3) -> list[Row]:
                     time.sleep(0.5)  # let the monitor settle after its start-up work
                     kept = keepers(pid, os.getpid())
                     sizes = [memory_kb(p) for p in kept]
-                    seen[name] = ", ".join(process_name(p).split()[0] for p in kept) or "nothing"
+                    programs = [Path(process_name(p).split()[0]).name for p in kept]
+                    seen[name] = ", ".join(programs) or "nothing"
                     rss[name].samples.append(sum(r for r, _ in sizes) / 1024)
                     pss[name].samples.append(sum(p for _, p in sizes) / 1024)
                 except (BenchError, OSError) as e:
