@@ -194,8 +194,11 @@ def get_network(store: Store, name: str) -> Network:
             raise
     try:
         return create_network(store, name)
-    except NetworkError:
-        return ipam.load_network(store, name)  # another command created it meanwhile
+    except NetworkError as refused:
+        try:
+            return ipam.load_network(store, name)  # another command created it meanwhile
+        except NetworkError:
+            raise refused from None  # say why it could not be created, not that it is missing
 
 
 def setup_network(store: Store, network: Network) -> None:
