@@ -262,8 +262,13 @@ class Container:
         finally:
             if stdin != 0:
                 os.close(stdin)
-        if started.pty_master is not None:
-            runtime.proxy_terminal(started.pty_master, started.pid, stdin=self.state.interactive)
+        try:
+            if started.pty_master is not None:
+                runtime.proxy_terminal(started.pty_master, started.pid, stdin=self.state.interactive)
+        except BaseException:  # the CLI itself failed: the container must not outlive it
+            os.kill(started.pid, signal.SIGKILL)
+            self._finish(bundle, runtime.wait(started.pid, forward_signals=False))
+            raise
         code = runtime.wait(started.pid)
         self._finish(bundle, code, narrator)
         return code

@@ -372,6 +372,7 @@ def proxy_terminal(master: int, pid: int, *, stdin: bool, out: int = 1) -> None:
         _copy_window_size(0, master)
         old_winch = signal.signal(signal.SIGWINCH, lambda *_: _copy_window_size(0, master))
     sources = [master] + ([0] if stdin else [])
+    terminal_gone = False
     try:
         # Keys such as Ctrl-C travel as bytes in raw mode; signals sent to the CLI
         # itself (kill, a closed terminal's SIGHUP) are still passed on.
@@ -385,18 +386,43 @@ def proxy_terminal(master: int, pid: int, *, stdin: bool, out: int = 1) -> None:
                         break
                     if not data:
                         break
-                    _write_all(out, data)
+                    if not terminal_gone:
+                        try:
+                            _write_all(out, data)
+                        except OSError:  # EIO: our own terminal was closed under us
+                            terminal_gone = _hang_up(pid)
                 if 0 in ready:
-                    data = os.read(0, 65536)
+                    try:
+                        data = os.read(0, 65536)
+                    except OSError:  # EIO: our own terminal was closed under us
+                        sources.remove(0)
+                        terminal_gone = _hang_up(pid)
+                        continue
                     if data:
                         _write_all(master, data)
-                    else:
+                    else:  # our input ended: type the terminal's EOF key (^D), as a user
+                        _write_all(master, b"\x04")  # would, or a shell inside waits forever
                         sources.remove(0)
     finally:
         if saved is not None:
-            termios.tcsetattr(0, termios.TCSADRAIN, saved)
             signal.signal(signal.SIGWINCH, old_winch)
+            if not terminal_gone:  # a closed terminal has no mode left to restore
+                termios.tcsetattr(0, termios.TCSADRAIN, saved)
         os.close(master)
+
+
+def _hang_up(pid: int) -> bool:
+    """kill(2) SIGHUP to PID 1: what the kernel sends a terminal's session when it is hung up.
+
+    Our terminal is gone (its window closed), so nobody will type or read any
+    more; a shell inside ends as it would on a real hang-up, and the container
+    is then cleaned up as usual instead of waiting forever. Returns True.
+    """
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        pass
+    return True
 
 
 def _copy_window_size(src: int, dst: int) -> None:

@@ -313,6 +313,33 @@ def test_run_it_is_an_interactive_shell_on_a_terminal(mc, demo_tar: Path, store_
     assert "42" in screen
 
 
+def test_closing_the_terminal_ends_an_interactive_shell(mc, demo_tar: Path, store_root: Path) -> None:
+    """When the host terminal goes away, the shell inside ends instead of waiting forever."""
+    import select
+
+    mc("load", str(demo_tar), check=True)
+    master, slave = os.openpty()
+    cli = _cli(store_root, "run", *NONE, "--rm", "-it", "--name", "orphan", "minicontainer-demo", "sh",
+               stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    try:
+        screen = b""
+        while b"# " not in screen and select.select([master], [], [], 30)[0]:
+            screen += os.read(master, 4096)
+        assert b"# " in screen, screen
+    finally:
+        os.close(master)  # the terminal window is closed
+    try:
+        # the shell ends: by the ^D typed when our input reads EOF (status 0), or by
+        # the SIGHUP sent when it fails with EIO (128+1); which one the kernel gives varies
+        assert cli.wait(timeout=30) in (0, 128 + 1)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert mc("ps", "-a", "-q").stdout.strip() == ""  # --rm still removed it
+
+
 def test_run_t_without_i(mc, demo_tar: Path) -> None:
     out = mc("run", *NONE, "--rm", "-t", str(demo_tar), "sh", "-c", "tty; test -t 1 && echo term")
     assert out.returncode == 0
