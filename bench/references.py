@@ -124,6 +124,15 @@ class MiniContainer:
                               text=True, timeout=300)
 
     def reset(self) -> None:
+        """Remove the store, after its containers and networks: a bridge, its veths and nft
+        rules live outside the store and would outlive it (the default `bridge` is kept
+        until `network rm`, as docker0 is)."""
+        if self.root.exists():
+            ids = self.call("ps", "-a", "-q").stdout.split()
+            if ids:
+                self.call("rm", "-f", *ids)
+            for line in self.call("network", "ls").stdout.splitlines()[1:]:  # NAME BRIDGE SUBNET …
+                self.call("network", "rm", line.split()[0])
         remove_tree(self.root)
 
 
