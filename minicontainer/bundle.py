@@ -262,10 +262,14 @@ def namespaces(opts: RunOptions) -> list[dict[str, str]]:
 
 def network_annotations(opts: RunOptions) -> dict[str, str]:
     """What the runtime's network step needs: the bridge network, --ip and -p (network.py)."""
-    from minicontainer.network import NetworkMode
+    if opts.network in ("none", "host"):
+        kind = opts.network  # known without importing the network code: `--network none` stays lean
+    else:
+        from minicontainer.network import NetworkMode
 
-    mode = NetworkMode.parse(opts.network)
-    if mode.kind != "bridge":
+        mode = NetworkMode.parse(opts.network)
+        kind = mode.kind
+    if kind != "bridge":
         if opts.ip or opts.publish:
             raise ContainerError(f"--ip and -p need a bridge network, not --network {opts.network}")
         return {}
