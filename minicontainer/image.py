@@ -436,7 +436,8 @@ def remove(store: Store, ref: str, *, force: bool = False) -> Image:
     """`rmi`: untag, or delete the image when no tag is left (its layers stay until prune).
 
     Removing by tag when the image has other tags only removes that tag, as Docker
-    does. An image a container uses is refused; with `force` it is untagged but
+    does; removing by id an image with several tags needs `force`, as in Docker
+    and podman. An image a container uses is refused; with `force` it is untagged but
     kept (dangling), because the container still stacks its layers.
     """
     image = find(store, ref)
@@ -448,6 +449,9 @@ def remove(store: Store, ref: str, *, force: bool = False) -> Image:
             record["tags"] = [t for t in record["tags"] if t != tag]
             atomic_write_json(store.image_dir(image.id) / "image.json", record)
             return image
+        if tag is None and len(record["tags"]) > 1 and not force:  # by id: which name was meant?
+            raise ImageError(f"image {image.short_id} is referenced by {len(record['tags'])} tags "
+                             f"({', '.join(record['tags'])}): remove them by name, or use --force")
         users = _users(store, image.id)
         if users and not force:
             raise ImageError(f"image {image.short_id} is used by container {users[0]}"

@@ -221,6 +221,15 @@ def test_tags_move_and_rmi_untags_then_deletes(store: Store, tmp_path: Path) -> 
     assert old.layer_dirs(store)[0].is_dir()
 
 
+def test_rmi_by_id_of_an_image_with_several_tags_needs_force(store: Store, tmp_path: Path) -> None:
+    img = images.load(store, fac.docker_save(tmp_path / "a.tar", LAYERS, CONFIG, ["app:1", "app:2"]))
+    with pytest.raises(ImageError, match="referenced by 2 tags"):
+        images.remove(store, img.id)
+    assert images.get(store, img.id).tags == ["app:1", "app:2"]  # refused: nothing changed
+    images.remove(store, img.id, force=True)
+    assert not store.image_dir(img.id).exists()
+
+
 def test_rmi_refuses_an_image_a_container_uses(store: Store, tmp_path: Path) -> None:
     img = images.load(store, fac.docker_save(tmp_path / "a.tar", LAYERS, CONFIG, ["used:1"]))
     (store.containers / "c1").mkdir()
