@@ -229,16 +229,6 @@ def allocate(store: Store, network: Network, container_id: str,
         return address
 
 
-def update_allocation(store: Store, network: Network, container_id: str, **details: Any) -> None:
-    """Add `details` (MAC, veth, ports…) to the container's entry once they are known."""
-    with store.lock(lock_name(network.name)):
-        allocations = read_allocations(store, network.name)
-        for entry in allocations.values():
-            if entry.get("container") == container_id:
-                entry.update(details)
-        write_allocations(store, network.name, allocations)
-
-
 def release(store: Store, network: Network, container_id: str) -> dict[str, Any] | None:
     """Give back the container's address; returns its entry (None when it had none)."""
     with store.lock(lock_name(network.name)):

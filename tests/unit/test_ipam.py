@@ -98,10 +98,9 @@ def test_allocate_release_round_trip(store: Store, network: ipam.Network) -> Non
     assert first == "10.250.30.2"
     assert ipam.allocate(store, network, "c1") == first  # asking again: same address
     assert ipam.allocate(store, network, "c2", requested="10.250.30.9") == "10.250.30.9"
-    ipam.update_allocation(store, network, "c2", veth="mcvc2")
     on_disk = ipam.read_allocations(store, "testnet")
     assert on_disk == {"10.250.30.2": {"container": "c1", "name": "web"},
-                       "10.250.30.9": {"container": "c2", "veth": "mcvc2"}}
+                       "10.250.30.9": {"container": "c2"}}
     assert ipam.release(store, network, "c1") == {"ip": "10.250.30.2", "container": "c1", "name": "web"}
     assert ipam.release(store, network, "c1") is None  # idempotent
     assert ipam.allocate(store, network, "c3") == "10.250.30.2"  # freed address is reused
